@@ -1,0 +1,78 @@
+"""Make monasca-persister commit only the Kafka records it has written.
+
+The race: monasca-common's confluent consumer calls ``Consumer.commit()``
+with no offsets and asynchronously. librdkafka stores each record's offset
+when ``poll()`` hands it out and reads the stored offsets later, on its own
+thread; by then the host loop has polled records of the next batch that live
+only in memory, and their offsets get committed too. A worker killed before
+the next flush loses them.
+
+The guard: the host commits once per flush, right after ``write_batch``
+returned, when every record handed out so far has been written. Committing
+synchronously at that moment commits exactly those records and nothing
+later, for one round trip per flush. A commit with nothing new to commit
+(``_NO_OFFSET``) is normal and is not an error.
+
+Covers the default consumer (``[kafka] legacy_kafka_client_enabled =
+False``). The legacy client commits the offsets it tracked itself,
+synchronously, and is left alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+
+LOG = logging.getLogger(__name__)
+
+_installed_in: int | None = None
+
+
+def _guarded_commit(self) -> None:
+    import confluent_kafka
+
+    self._last_commit = datetime.datetime.now()
+    try:
+        self._consumer.commit(asynchronous=False)
+    except confluent_kafka.KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if getattr(error, 'code', lambda: None)() != \
+                confluent_kafka.KafkaError._NO_OFFSET:
+            raise
+
+
+def install(enabled: bool = True) -> bool:
+    """Patch the host's consumer once per process; True if the guard is on."""
+    global _installed_in
+    if _installed_in == os.getpid():
+        return True
+    if not enabled:
+        LOG.warning('[dbpt] commit_guard is off: the persister may commit '
+                    'Kafka records before they are written (see the '
+                    'reliability page of monasca-persister-dbpt)')
+        _installed_in = os.getpid()
+        return False
+    try:
+        from monasca_common.confluent_kafka import consumer
+    except ImportError as exc:
+        LOG.warning('commit guard not installed: %s', exc)
+        return False
+    target = getattr(consumer, 'KafkaConsumer', None)
+    commit = getattr(target, 'commit', None)
+    if commit is _guarded_commit:  # patched before a fork
+        _installed_in = os.getpid()
+        return True
+    if commit is None or commit.__code__.co_names[-1:] != ('commit',) or \
+            '_consumer' not in commit.__code__.co_names:
+        LOG.warning('commit guard not installed: monasca_common.'
+                    'confluent_kafka.consumer.KafkaConsumer.commit is not the '
+                    'shape it expects (monasca-common 3.8.0); upstream commit '
+                    'behaviour is kept')
+        return False
+    target.commit = _guarded_commit
+    _installed_in = os.getpid()
+    LOG.info('commit guard installed: the persister now commits Kafka '
+             'offsets synchronously after each written batch '
+             '(monasca_common.confluent_kafka.consumer.KafkaConsumer.commit)')
+    return True

@@ -1,0 +1,85 @@
+"""Options of the ``[dbpt]`` group: placement, writing and the commit guard.
+
+Everything the host already has (``[influxdb]`` address, database name,
+``db_per_tenant``, ``default_retention_hours``, ``batch_size``) is read from
+the host's group; only what upstream cannot express lives here.
+"""
+
+from oslo_config import cfg
+
+dbpt_group = cfg.OptGroup(
+    name='dbpt', title='Database per tenant',
+    help='Options of monasca-persister-dbpt. The InfluxDB address, database '
+         'name prefix, db_per_tenant, default_retention_hours and batch_size '
+         'are read from the [influxdb] group.')
+
+placement_opts = [
+    cfg.StrOpt('database_template',
+               default='{database_name}_{tenant_id}',
+               help='Name of a tenant database when [influxdb] db_per_tenant '
+                    'is True. {database_name} is [influxdb] database_name and '
+                    '{tenant_id} the tenant (project) id. The default is what '
+                    'monasca-api reads with its own db_per_tenant = True.'),
+    cfg.StrOpt('tenant_id_pattern',
+               default=r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}',
+               help='Regular expression a tenant id must match as a whole. '
+                    'Records of other tenants are rejected and counted, never '
+                    'rewritten. Whatever the pattern, ids that cannot name an '
+                    'InfluxDB database (empty, ".", "..", slashes, quotes, '
+                    'control characters, over 255 bytes) are rejected.'),
+    cfg.DictOpt('retention_overrides',
+                default={},
+                help='Per-tenant retention of the default policy, in the form '
+                     'the migration tool takes: "project:2w,project2:1d". '
+                     'Units h, d, w (a bare number is hours), or "inf". The '
+                     'policy is named after its duration, like upstream\'s '
+                     '"<N>h" for default_retention_hours.'),
+    cfg.StrOpt('shard_duration',
+               help='Shard group duration of the policies this package '
+                    'creates (for example "1d"). Unset: InfluxDB chooses from '
+                    'the policy duration.'),
+]
+
+writer_opts = [
+    cfg.IntOpt('write_concurrency', default=4, min=1, max=64,
+               help='Connections (and threads) writing tenants in parallel '
+                    'for one persister worker process.'),
+    cfg.FloatOpt('request_timeout', default=30.0, min=0.1,
+                 help='Seconds to wait for one InfluxDB HTTP request.'),
+    cfg.FloatOpt('retry_timeout', default=120.0, min=0.0,
+                 help='How long, in seconds, a write that fails transiently '
+                      '(connection refused, timeout, 5xx) is retried with '
+                      'backoff before the batch is failed back to the '
+                      'persister, which then does not commit it. Keep it '
+                      'below the Kafka max.poll.interval.ms (300 s).'),
+    cfg.FloatOpt('retry_backoff_max', default=8.0, min=0.01,
+                 help='Longest pause, in seconds, between two retries.'),
+    cfg.IntOpt('stats_interval', default=300, min=0,
+               help='Seconds between two per-tenant summary lines in the log '
+                    '(points written, dropped by reason, databases created). '
+                    '0 turns the summary off.'),
+    cfg.StrOpt('stats_file',
+               help='If set, each worker process also writes its counters as '
+                    'JSON to this path (suffixed with its pid) at every '
+                    'summary, for scraping without a debugger.'),
+]
+
+guard_opts = [
+    cfg.BoolOpt('commit_guard', default=True,
+                help='Make the host commit Kafka offsets synchronously, only '
+                     'for records it has written. monasca-persister 9.0.0 '
+                     'otherwise commits asynchronously and can commit records '
+                     'that were read but not yet written, which are lost if '
+                     'the worker dies. See the reliability page of the docs.'),
+]
+
+dbpt_opts = placement_opts + writer_opts + guard_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(dbpt_group)
+    conf.register_opts(dbpt_opts, dbpt_group)
+
+
+def list_opts():
+    return dbpt_group, dbpt_opts

@@ -1,0 +1,58 @@
+"""InfluxQL statements with every identifier and literal quoted.
+
+Quoting is influxdb-python's (``quote_ident``/``quote_literal``), so a
+measurement or tenant id can never change the shape of a statement.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from influxdb.line_protocol import quote_ident, quote_literal
+
+from monasca_persister_dbpt.placement import RetentionPolicy
+
+__all__ = ['quote_ident', 'quote_literal', 'create_database',
+           'alter_default_policy', 'create_default_policy',
+           'show_policies']
+
+
+def _durations(rp: RetentionPolicy) -> str:
+    clause = 'DURATION %s' % rp.duration
+    if rp.shard_duration:
+        clause += ' SHARD DURATION %s' % rp.shard_duration
+    return clause
+
+
+def create_database(database: str, rp: Optional[RetentionPolicy]) -> str:
+    """One statement creating the database with its default policy.
+
+    Re-running it against an identical database is a no-op, so racing
+    persister processes are safe; a differing policy answers a conflict.
+    """
+    statement = 'CREATE DATABASE %s' % quote_ident(database)
+    if rp is None:
+        return statement
+    return '%s WITH %s NAME %s' % (statement, _durations(rp),
+                                   quote_ident(rp.name))
+
+
+def alter_default_policy(database: str, existing_name: str,
+                         rp: RetentionPolicy) -> str:
+    """Bring the database's default policy to *rp*, keeping its data visible.
+
+    The existing default is altered in place (not replaced by a new policy)
+    because monasca-api reads the default policy: a new one would hide every
+    point already stored.
+    """
+    return 'ALTER RETENTION POLICY %s ON %s %s DEFAULT' % (
+        quote_ident(existing_name), quote_ident(database), _durations(rp))
+
+
+def create_default_policy(database: str, rp: RetentionPolicy) -> str:
+    return 'CREATE RETENTION POLICY %s ON %s %s REPLICATION 1 DEFAULT' % (
+        quote_ident(rp.name), quote_ident(database), _durations(rp))
+
+
+def show_policies(database: str) -> str:
+    return 'SHOW RETENTION POLICIES ON %s' % quote_ident(database)

@@ -1,0 +1,112 @@
+"""Line protocol for the hot path, byte-compatible with monasca-persister.
+
+influxdb-python's ``make_lines`` is general but slow per point, so the
+escaping here is the host's own rules (measurement, tag keys and values
+escape ``\\``, space, ``,`` and ``=``; string fields escape ``\\``, ``"`` and
+newline) plus the checks the host lacks: the line protocol cannot carry a
+control character in a name, an empty tag value or the tag key ``time``, and
+such a record is refused with a reason instead of failing the whole request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+# InfluxDB limits a series key (measurement plus tags) to 65535 bytes.
+MAX_KEY_BYTES = 65535
+# Timestamps InfluxDB can store, in milliseconds (int64 nanoseconds).
+MIN_TIME_MS = -9223372036854
+MAX_TIME_MS = 9223372036854
+
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
+_NAME_SPECIAL = re.compile(r'[\\ ,=]')
+_CACHE_LIMIT = 200000
+_escaped: dict[str, str] = {}
+
+
+class InvalidPoint(ValueError):
+    """A value the line protocol cannot carry; the message names it."""
+
+
+def escape_name(text: str, what: str = 'name') -> str:
+    """Escape a measurement, tag key or tag value; refuse what cannot be sent.
+
+    Results are cached: dimension names and values repeat across records, and
+    a dict hit is several times cheaper than the checks.
+    """
+    escaped = _escaped.get(text)
+    if escaped is not None:
+        return escaped
+    if not isinstance(text, str):
+        raise InvalidPoint('%s %r is not a string' % (what, text))
+    if not text:
+        raise InvalidPoint('%s is empty' % what)
+    bad = _CONTROL.search(text)
+    if bad:
+        raise InvalidPoint('%s %r contains the control character %r'
+                           % (what, text[:80], bad.group()))
+    if _NAME_SPECIAL.search(text):
+        escaped = (text.replace('\\', '\\\\').replace(' ', '\\ ')
+                   .replace(',', '\\,').replace('=', '\\='))
+    else:
+        escaped = text
+    if len(_escaped) >= _CACHE_LIMIT:
+        _escaped.clear()
+    _escaped[text] = escaped
+    return escaped
+
+
+def escape_string_field(text: str) -> str:
+    """Quote a string field value exactly as the host does."""
+    return '"%s"' % (str(text).replace('\\', '\\\\').replace('"', '\\"')
+                     .replace('\n', '\\n'))
+
+
+def format_value(value) -> str:
+    """A float field as the host writes it (``str(float(v))``), finite only."""
+    if type(value) is float:
+        number = value
+    elif type(value) is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InvalidPoint('value %.40s... is out of the range of a '
+                               'float' % value) from None
+    else:
+        raise InvalidPoint('value %r is not a number' % (value,))
+    if not math.isfinite(number):
+        raise InvalidPoint('value %r is not finite' % (value,))
+    return repr(number)
+
+
+def format_time_ms(timestamp) -> str:
+    """An integer millisecond timestamp within InfluxDB's range."""
+    if type(timestamp) is int:
+        ms = timestamp
+    elif type(timestamp) is float and math.isfinite(timestamp):
+        ms = int(timestamp)
+    else:
+        raise InvalidPoint('timestamp %r is not a number of milliseconds'
+                           % (timestamp,))
+    if not MIN_TIME_MS < ms < MAX_TIME_MS:
+        raise InvalidPoint('timestamp %r is outside the range InfluxDB '
+                           'stores (years 1677 to 2262)' % (timestamp,))
+    return str(ms)
+
+
+def series_key(measurement: str, tags: dict) -> str:
+    """``measurement,k=v,...`` with tags sorted, as the host sends them."""
+    parts = [escape_name(measurement, 'measurement')]
+    for key in sorted(tags):
+        if key == 'time':
+            raise InvalidPoint('tag key "time" is refused by InfluxDB')
+        parts.append('%s=%s' % (escape_name(key, 'tag key'),
+                                escape_name(tags[key], 'value of tag %r'
+                                            % (key,))))
+    key = ','.join(parts)
+    if len(key) > MAX_KEY_BYTES // 4 and \
+            len(key.encode('utf-8')) > MAX_KEY_BYTES:
+        raise InvalidPoint('series key of %r is longer than %d bytes'
+                           % (measurement[:80], MAX_KEY_BYTES))
+    return key

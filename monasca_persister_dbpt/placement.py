@@ -1,0 +1,226 @@
+"""Where a tenant's data lives: server, database and retention policy.
+
+The persister drivers and the migration tool both ask this module, and
+nothing else decides. Tenant ids are validated here and never rewritten: an
+id that cannot name its own database is refused, so its points can never land
+in another tenant's database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Mapping, Optional
+
+from oslo_config import cfg
+
+# InfluxDB stores a database as a directory and rejects these outright; quotes
+# and whitespace are refused too, since no Keystone project id carries them
+# and they only ever come from a hostile or broken producer.
+_FORBIDDEN = re.compile(r'[/\\"\'\s\x00-\x1f\x7f-\x9f]')
+_MAX_NAME_BYTES = 255
+_DURATION = re.compile(r'(\d+)([hdw]?)')
+_UNIT_HOURS = {'h': 1, 'd': 24, 'w': 24 * 7}
+
+
+class InvalidTenantId(ValueError):
+    """A tenant id that must not be given a database."""
+
+
+class InvalidDuration(ValueError):
+    """A retention value that is not ``<N>h``, ``<N>d``, ``<N>w`` or ``inf``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """One InfluxDB 1.x HTTP endpoint."""
+
+    host: str
+    port: int = 8086
+    ssl: bool = False
+    verify_ssl: bool = False
+    user: Optional[str] = None
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return '%s://%s:%d' % ('https' if self.ssl else 'http',
+                               self.host, self.port)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionPolicy:
+    """The default policy a tenant database must have.
+
+    ``hours`` is None for an infinite policy. The name follows upstream
+    (``<N>h`` for default_retention_hours, ``2w`` for a ``project:2w``
+    override), so databases made by either tool look alike.
+    """
+
+    name: str
+    hours: Optional[int]
+    shard_duration: Optional[str] = None
+
+    @property
+    def duration(self) -> str:
+        return 'INF' if self.hours is None else '%dh' % self.hours
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    tenant_id: str
+    server: Server
+    database: str
+    retention: Optional[RetentionPolicy]
+
+
+def parse_duration(text: str, bare_unit: str = 'h') -> RetentionPolicy:
+    """Parse ``2w``, ``1d``, ``72h`` or ``inf``; a bare number is in *bare_unit*."""
+    value = str(text).strip()
+    if value.lower() == 'inf':
+        return RetentionPolicy(name='inf', hours=None)
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise InvalidDuration(
+            'retention %r is not <N>h, <N>d, <N>w or inf' % (text,))
+    number, unit = int(match.group(1)), match.group(2) or bare_unit
+    if unit not in _UNIT_HOURS:
+        raise InvalidDuration('retention %r: unknown unit %r' % (text, unit))
+    hours = number * _UNIT_HOURS[unit]
+    if hours < 1:
+        raise InvalidDuration(
+            'retention %r is shorter than InfluxDB\'s minimum of 1h' % (text,))
+    return RetentionPolicy(name='%d%s' % (number, unit), hours=hours)
+
+
+def parse_overrides(items: Mapping[str, str] | str,
+                    bare_unit: str = 'h') -> dict[str, RetentionPolicy]:
+    """Parse ``project:2w,project2:1d`` (or the dict oslo's DictOpt made of it)."""
+    if isinstance(items, str):
+        pairs = {}
+        for part in filter(None, (p.strip() for p in items.split(','))):
+            tenant, sep, value = part.partition(':')
+            if not sep:
+                raise InvalidDuration(
+                    'retention override %r is not project:duration' % part)
+            pairs[tenant.strip()] = value
+        items = pairs
+    result = {}
+    for tenant, value in items.items():
+        try:
+            result[tenant] = parse_duration(value, bare_unit)
+        except InvalidDuration as exc:
+            raise InvalidDuration('project %s: %s' % (tenant, exc)) from None
+    return result
+
+
+def check_database_name(name: str) -> None:
+    """Refuse what InfluxDB cannot store as a database directory."""
+    if not name or name in ('.', '..'):
+        raise InvalidTenantId('database name %r is empty, "." or ".."' % name)
+    bad = _FORBIDDEN.search(name)
+    if bad:
+        raise InvalidTenantId('database name %r contains %r' % (name, bad.group()))
+    if len(name.encode('utf-8')) > _MAX_NAME_BYTES:
+        raise InvalidTenantId('database name is longer than %d bytes'
+                              % _MAX_NAME_BYTES)
+
+
+class PlacementMap:
+    """Tenant id -> Placement, validated once and cached per process."""
+
+    def __init__(self, *, database_name: str = 'mon',
+                 db_per_tenant: bool = True,
+                 database_template: str = '{database_name}_{tenant_id}',
+                 tenant_id_pattern: str = r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}',
+                 default_retention_hours: int = 0,
+                 retention_overrides: Optional[Mapping[str, RetentionPolicy]] = None,
+                 shard_duration: Optional[str] = None,
+                 server: Server = Server('127.0.0.1')) -> None:
+        self.database_name = database_name
+        self.db_per_tenant = db_per_tenant
+        self.database_template = database_template
+        self._pattern = re.compile(tenant_id_pattern)
+        if shard_duration:
+            parse_duration(shard_duration)  # refuse a bad value at start-up
+        self._shard_duration = shard_duration
+        self.default_retention = self._with_shard(
+            RetentionPolicy('%dh' % default_retention_hours,
+                            default_retention_hours)
+            if default_retention_hours > 0 else None)
+        self.overrides = {t: self._with_shard(rp) for t, rp in
+                          (retention_overrides or {}).items()}
+        self.default_server = server
+        self._cache: dict[str, Placement] = {}
+        if '{tenant_id}' not in database_template and db_per_tenant:
+            raise ValueError('[dbpt] database_template %r has no {tenant_id}: '
+                             'every tenant would share one database'
+                             % database_template)
+        check_database_name(database_name)
+
+    def _with_shard(self, rp: Optional[RetentionPolicy]):
+        if rp is None or not self._shard_duration:
+            return rp
+        return dataclasses.replace(rp, shard_duration=self._shard_duration)
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> 'PlacementMap':
+        influx, dbpt = conf.influxdb, conf.dbpt
+        return cls(
+            database_name=influx.database_name,
+            db_per_tenant=influx.db_per_tenant,
+            database_template=dbpt.database_template,
+            tenant_id_pattern=dbpt.tenant_id_pattern,
+            default_retention_hours=influx.default_retention_hours,
+            retention_overrides=parse_overrides(dbpt.retention_overrides),
+            shard_duration=dbpt.shard_duration,
+            server=Server(host=influx.ip_address or '127.0.0.1',
+                          port=influx.port, ssl=influx.ssl,
+                          verify_ssl=influx.verify_ssl, user=influx.user,
+                          password=influx.password))
+
+    def validate(self, tenant_id) -> None:
+        """Raise InvalidTenantId saying why *tenant_id* gets no database."""
+        if not isinstance(tenant_id, str):
+            raise InvalidTenantId('tenant id %r is not a string' % (tenant_id,))
+        if not tenant_id or tenant_id in ('.', '..'):
+            raise InvalidTenantId('tenant id %r is empty, "." or ".."'
+                                  % tenant_id)
+        bad = _FORBIDDEN.search(tenant_id)
+        if bad:
+            raise InvalidTenantId('tenant id %r contains %r'
+                                  % (tenant_id, bad.group()))
+        if not self._pattern.fullmatch(tenant_id):
+            raise InvalidTenantId('tenant id %r does not match [dbpt] '
+                                  'tenant_id_pattern %r'
+                                  % (tenant_id, self._pattern.pattern))
+
+    def database_for(self, tenant_id: str) -> str:
+        if not self.db_per_tenant:
+            return self.database_name
+        return self.database_template.format(
+            database_name=self.database_name, tenant_id=tenant_id)
+
+    def retention_for(self, tenant_id: str) -> Optional[RetentionPolicy]:
+        if self.db_per_tenant and tenant_id in self.overrides:
+            return self.overrides[tenant_id]
+        return self.default_retention
+
+    def server_for(self, tenant_id: str) -> Server:
+        # One server today; issue 7 places tenants on several.
+        return self.default_server
+
+    def place(self, tenant_id: str) -> Placement:
+        """Where *tenant_id*'s data lives; raises InvalidTenantId."""
+        placement = (self._cache.get(tenant_id) if type(tenant_id) is str
+                     else None)
+        if placement is None:
+            self.validate(tenant_id)
+            database = self.database_for(tenant_id)
+            check_database_name(database)
+            placement = Placement(tenant_id, self.server_for(tenant_id),
+                                  database, self.retention_for(tenant_id))
+            if len(self._cache) >= 100000:
+                self._cache.clear()
+            self._cache[tenant_id] = placement
+        return placement

@@ -1,0 +1,68 @@
+"""Shared fixtures: real servers for functional tests, config for all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from oslo_config import cfg
+
+from monasca_persister_dbpt import conf as dbpt_conf
+from tests import servers
+
+
+@pytest.fixture
+def conf():
+    """A fresh ConfigOpts with the host's [influxdb] and our [dbpt] groups."""
+    conf = cfg.ConfigOpts()
+    dbpt_conf.register_opts(conf)
+    conf([], project='dbpt-test', default_config_files=[])
+    yield conf
+    conf.reset()
+
+
+@pytest.fixture(scope='session')
+def influx_server(tmp_path_factory):
+    server = servers.InfluxServer(
+        str(tmp_path_factory.mktemp('influxd'))).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def influx(influx_server):
+    """The session's influxd, emptied before each test."""
+    influx_server.drop_all()
+    return influx_server
+
+
+@pytest.fixture(scope='session')
+def broker(tmp_path_factory):
+    broker = servers.KafkaBroker(str(tmp_path_factory.mktemp('tansu')))
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def influx_conf(conf, influx):
+    """Config pointing at the test influxd, db_per_tenant on."""
+    conf.set_override('ip_address', influx.host, 'influxdb')
+    conf.set_override('port', influx.port, 'influxdb')
+    conf.set_override('db_per_tenant', True, 'influxdb')
+    conf.set_override('retry_timeout', 5, 'dbpt')
+    conf.set_override('stats_interval', 0, 'dbpt')
+    return conf
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if 'functional' in str(item.fspath):
+            item.add_marker(pytest.mark.functional)
+
+
+def pytest_report_header(config):
+    influxd = shutil.which('influxd') or '/usr/bin/influxd'
+    return 'influxd: %s%s' % (influxd, '' if os.path.exists(influxd)
+                              else ' (missing: apt-get install influxdb)')

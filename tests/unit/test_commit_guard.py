@@ -1,0 +1,87 @@
+import logging
+
+import confluent_kafka
+import pytest
+
+from monasca_persister_dbpt import commit_guard
+
+
+class _FakeLibConsumer:
+    def __init__(self, error=None):
+        self.calls = []
+        self.error = error
+
+    def commit(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise confluent_kafka.KafkaException(
+                confluent_kafka.KafkaError(self.error))
+
+
+@pytest.fixture
+def host_consumer(monkeypatch):
+    from monasca_common.confluent_kafka import consumer
+    monkeypatch.setattr(consumer.KafkaConsumer, 'commit',
+                        consumer.KafkaConsumer.commit)
+    monkeypatch.setattr(commit_guard, '_installed_in', None)
+    return consumer.KafkaConsumer
+
+
+def _bare(cls, lib):
+    obj = cls.__new__(cls)
+    obj._consumer = lib
+    obj._last_commit = None
+    return obj
+
+
+def test_unguarded_host_commits_asynchronously(host_consumer):
+    lib = _FakeLibConsumer()
+    _bare(host_consumer, lib).commit()
+    assert lib.calls == [{}]
+
+
+def test_guard_makes_the_host_commit_synchronously(host_consumer, caplog):
+    caplog.set_level(logging.INFO)
+    assert commit_guard.install(True)
+    lib = _FakeLibConsumer()
+    consumer = _bare(host_consumer, lib)
+    consumer.commit()
+    assert lib.calls == [{'asynchronous': False}]
+    assert consumer._last_commit is not None
+    assert 'commit guard installed' in caplog.text
+
+
+def test_nothing_new_to_commit_does_not_end_the_worker(host_consumer):
+    commit_guard.install(True)
+    lib = _FakeLibConsumer(error=confluent_kafka.KafkaError._NO_OFFSET)
+    _bare(host_consumer, lib).commit()  # no exception
+
+
+def test_other_commit_errors_still_raise(host_consumer):
+    commit_guard.install(True)
+    lib = _FakeLibConsumer(error=confluent_kafka.KafkaError._TRANSPORT)
+    with pytest.raises(confluent_kafka.KafkaException):
+        _bare(host_consumer, lib).commit()
+
+
+def test_guard_can_be_turned_off(host_consumer, caplog):
+    original = host_consumer.commit
+    assert not commit_guard.install(False)
+    assert host_consumer.commit is original
+    assert 'commit_guard is off' in caplog.text
+
+
+def test_guard_is_inert_when_the_host_is_not_the_expected_shape(
+        host_consumer, monkeypatch, caplog):
+    def commit(self):
+        return 'something else'
+    monkeypatch.setattr(host_consumer, 'commit', commit)
+    assert not commit_guard.install(True)
+    assert host_consumer.commit is commit
+    assert 'not the shape it expects' in caplog.text
+
+
+def test_guard_installs_once_per_process(host_consumer):
+    assert commit_guard.install(True)
+    assert commit_guard.install(True)
+    assert host_consumer.commit is commit_guard._guarded_commit

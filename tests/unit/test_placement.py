@@ -1,0 +1,122 @@
+import uuid
+
+import pytest
+
+from monasca_persister_dbpt import placement
+from monasca_persister_dbpt.placement import InvalidDuration
+from monasca_persister_dbpt.placement import InvalidTenantId
+from monasca_persister_dbpt.placement import PlacementMap
+
+
+def test_keystone_project_ids_get_mon_underscore_id_databases():
+    pm = PlacementMap()
+    for tenant in (uuid.uuid4().hex, str(uuid.uuid4()), 'default',
+                   'admin_project', 'a.b-c_d'):
+        assert pm.place(tenant).database == 'mon_' + tenant
+
+
+@pytest.mark.parametrize('tenant', [
+    '', '.', '..', '../x', 'a/b', 'a\\b', 'a"b', "a'b", 'a b', 'a\tb',
+    'a\nb', 'a\x00b', 'a\x7fb', 'x' * 65, 'é', None, 7, ['a'],
+])
+def test_tenant_ids_that_cannot_name_a_database_are_refused(tenant):
+    with pytest.raises(InvalidTenantId) as exc:
+        PlacementMap().place(tenant)
+    assert 'tenant id' in str(exc.value)
+
+
+def test_a_loose_pattern_still_refuses_what_influxdb_cannot_store():
+    pm = PlacementMap(tenant_id_pattern='.*')
+    assert pm.place('any:thing+goes').database == 'mon_any:thing+goes'
+    for tenant in ('..', 'a/b', 'a"b', 'a\nb', ''):
+        with pytest.raises(InvalidTenantId):
+            pm.place(tenant)
+    with pytest.raises(InvalidTenantId, match='255 bytes'):
+        pm.place('x' * 300)
+
+
+def test_refusal_names_the_pattern_that_failed():
+    with pytest.raises(InvalidTenantId, match='tenant_id_pattern'):
+        PlacementMap(tenant_id_pattern='[a-f0-9]{32}').place('abc')
+
+
+def test_database_template_is_configurable():
+    pm = PlacementMap(database_name='monasca',
+                      database_template='{database_name}-t-{tenant_id}')
+    assert pm.place('p1').database == 'monasca-t-p1'
+
+
+def test_template_without_tenant_id_is_refused_at_start():
+    with pytest.raises(ValueError, match='tenant_id'):
+        PlacementMap(database_template='{database_name}')
+
+
+def test_shared_database_mode_places_every_tenant_in_database_name():
+    pm = PlacementMap(db_per_tenant=False, default_retention_hours=24)
+    assert pm.place('a').database == pm.place('b').database == 'mon'
+    assert pm.place('a').retention.name == '24h'
+
+
+def test_default_retention_hours_keeps_upstream_policy_name():
+    rp = PlacementMap(default_retention_hours=72).place('t').retention
+    assert (rp.name, rp.hours, rp.duration) == ('72h', 72, '72h')
+    assert PlacementMap().place('t').retention is None
+
+
+def test_overrides_win_over_the_default_for_their_tenant_only():
+    pm = PlacementMap(default_retention_hours=24,
+                      retention_overrides=placement.parse_overrides(
+                          'project:2w,project2:1d'))
+    assert pm.place('project').retention.name == '2w'
+    assert pm.place('project').retention.hours == 336
+    assert pm.place('project2').retention.hours == 24
+    assert pm.place('other').retention.name == '24h'
+
+
+@pytest.mark.parametrize('text, name, hours', [
+    ('2w', '2w', 336), ('1d', '1d', 24), ('12h', '12h', 12),
+    ('5', '5h', 5), ('inf', 'inf', None), (' 3d ', '3d', 72),
+])
+def test_durations_parse_in_hours(text, name, hours):
+    rp = placement.parse_duration(text)
+    assert (rp.name, rp.hours) == (name, hours)
+
+
+def test_bare_numbers_take_the_given_unit():
+    assert placement.parse_duration('2', bare_unit='w').hours == 336
+
+
+@pytest.mark.parametrize('text', ['2x', 'w', '', '-1d', '1.5d', '0h', '2 w',
+                                  'project'])
+def test_bad_durations_are_refused_naming_the_value(text):
+    with pytest.raises(InvalidDuration) as exc:
+        placement.parse_duration(text)
+    assert repr(text.strip() if text.strip() else text)[1:-1] in str(exc.value)
+
+
+def test_bad_override_names_the_project():
+    with pytest.raises(InvalidDuration, match='project2'):
+        placement.parse_overrides('project:2w,project2:2x')
+    with pytest.raises(InvalidDuration, match='project:duration'):
+        placement.parse_overrides('project')
+
+
+def test_shard_duration_is_applied_and_validated():
+    pm = PlacementMap(default_retention_hours=24, shard_duration='1h')
+    assert pm.place('t').retention.shard_duration == '1h'
+    with pytest.raises(InvalidDuration):
+        PlacementMap(shard_duration='soon')
+
+
+def test_from_conf_reads_host_and_own_groups(conf):
+    conf.set_override('database_name', 'monasca', 'influxdb')
+    conf.set_override('db_per_tenant', True, 'influxdb')
+    conf.set_override('default_retention_hours', 48, 'influxdb')
+    conf.set_override('ip_address', '10.0.0.5', 'influxdb')
+    conf.set_override('retention_overrides', {'p': '1w'}, 'dbpt')
+    pm = PlacementMap.from_conf(conf)
+    p = pm.place('p')
+    assert p.database == 'monasca_p'
+    assert p.server.url == 'http://10.0.0.5:8086'
+    assert p.retention.hours == 168
+    assert pm.place('q').retention.name == '48h'
