@@ -127,12 +127,13 @@ class InfluxServer:
         if not os.path.exists(influxd):
             raise RuntimeError('influxd not found: apt-get install influxdb '
                                '(or run tools/bootstrap.sh)')
-        self.port = free_port()
         config = os.path.join(self.dir, 'influxdb.conf')
-        with open(config, 'w') as handle:
-            handle.write(self.CONFIG.format(dir=self.dir, port=self.port,
-                                            rpc_port=free_port(),
-                                            cq_interval=self.cq_interval))
+        if not self.port:  # a restart keeps its port
+            self.port = free_port()
+            with open(config, 'w') as handle:
+                handle.write(self.CONFIG.format(
+                    dir=self.dir, port=self.port, rpc_port=free_port(),
+                    cq_interval=self.cq_interval))
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(
                 [influxd, 'run', '-config', config], stdout=log,
@@ -191,7 +192,7 @@ class InfluxServer:
         out = []
         for result in self.query(q, db):
             for series in result.get('series', []):
-                for values in series['values']:
+                for values in series.get('values') or []:
                     row = dict(zip(series['columns'], values))
                     row['_measurement'] = series.get('name')
                     row.update(series.get('tags') or {})

@@ -92,7 +92,7 @@ class Schema:
         result = query('SHOW DATABASES')[0]
         if 'error' in result:
             raise SchemaError('SHOW DATABASES: %s' % result['error'])
-        values = [v for s in result.get('series', []) for v in s['values']]
+        values = [v for s in result.get('series', []) for v in s.get('values') or []]
         return {v[0] for v in values}
 
     def _create(self, batch: list, query: Query, existing: set) -> None:
@@ -127,7 +127,8 @@ class Schema:
         if 'error' in result:
             raise SchemaError('%s: %s' % (p.database, result['error']))
         series = result.get('series') or [{'columns': [], 'values': []}]
-        rows = [dict(zip(series[0]['columns'], v)) for v in series[0]['values']]
+        rows = [dict(zip(series[0]['columns'], v))
+                for v in series[0].get('values') or []]
         default = next((r for r in rows if r.get('default')), None)
         if default is not None and policy_matches(default, p.retention):
             return

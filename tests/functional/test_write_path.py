@@ -1,0 +1,202 @@
+"""The drivers against a real influxd: databases, policies, error table."""
+
+import time
+
+import pytest
+
+from monasca_persister_dbpt.influx.writer import WriteFailed
+from monasca_persister_dbpt.repositories.alarm_state_history import \
+    AlarmStateHistoryRepository
+from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+from tests import records
+
+NOW = int(time.time() * 1000)
+
+
+def _feed(repo, recs):
+    batch = repo.data_points_class()
+    for rec in recs:
+        line, tenant = repo.process_message(
+            records.Message(records.encode(rec)))
+        batch.append(tenant, line)
+    repo.write_batch(batch)
+    return batch
+
+
+def _count(influx, db, measurement='cpu.idle_perc'):
+    rows = influx.rows('SELECT count(value) FROM "%s"' % measurement, db)
+    return rows[0]['count'] if rows else 0
+
+
+def test_each_tenant_lands_in_its_own_database(influx_conf, influx):
+    repo = MetricsRepository(influx_conf)
+    recs = [records.metric('tenant%d' % (i % 3), timestamp=NOW - i)
+            for i in range(300)]
+    _feed(repo, recs)
+    assert influx.databases() == {'mon_tenant0', 'mon_tenant1',
+                                  'mon_tenant2'}
+    for t in range(3):
+        db = 'mon_tenant%d' % t
+        assert _count(influx, db) == 100
+        tenants = {r['_tenant_id'] for r in influx.rows(
+            'SELECT * FROM "cpu.idle_perc" GROUP BY *', db)}
+        assert tenants == {'tenant%d' % t}
+    assert repo.stats.total('points_written') == 300
+    assert repo.stats.total('databases_created') == 3
+
+
+def test_points_read_back_as_monasca_api_expects(influx_conf, influx):
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('t1', name='disk used', timestamp=NOW,
+                                dimensions={'mount': '/ var', 'x': 'a=b,c'},
+                                value=3, value_meta={'msg': 'é "q"'},
+                                region='Region One')])
+    (row,) = influx.rows('SELECT * FROM "disk used" GROUP BY *', 'mon_t1')
+    assert row['mount'] == '/ var' and row['x'] == 'a=b,c'
+    assert row['_tenant_id'] == 't1' and row['_region'] == 'Region One'
+    assert row['value'] == 3.0 and row['time'] == NOW
+    assert row['value_meta'] == '{"msg": "é \\"q\\""}'
+
+
+def test_shared_mode_writes_the_shared_database(influx_conf, influx):
+    influx_conf.set_override('db_per_tenant', False, 'influxdb')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('a', timestamp=NOW),
+                 records.metric('b', timestamp=NOW)])
+    assert influx.databases() == {'mon'}
+    assert _count(influx, 'mon') == 2
+
+
+def test_alarm_history_lands_in_the_tenant_database(influx_conf, influx):
+    repo = AlarmStateHistoryRepository(influx_conf)
+    _feed(repo, [records.alarm('t1', timestamp=NOW),
+                 records.alarm('t2', timestamp=NOW, new_state='OK')])
+    (row,) = influx.rows('SELECT * FROM alarm_state_history', 'mon_t2')
+    assert row['tenant_id'] == 't2' and row['new_state'] == 'OK'
+    assert '"sub_alarm_expression"' in row['sub_alarms']
+    assert influx.databases() == {'mon_t1', 'mon_t2'}
+
+
+def _default_policy(influx, db):
+    rows = influx.rows('SHOW RETENTION POLICIES ON "%s"' % db)
+    return next((r['name'], r['duration']) for r in rows if r['default'])
+
+
+def test_database_is_created_with_its_retention_policy(influx_conf, influx):
+    influx_conf.set_override('default_retention_hours', 48, 'influxdb')
+    influx_conf.set_override('retention_overrides', {'gold': '2w'}, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('gold', timestamp=NOW),
+                 records.metric('plain', timestamp=NOW)])
+    assert _default_policy(influx, 'mon_gold') == ('2w', '336h0m0s')
+    assert _default_policy(influx, 'mon_plain') == ('48h', '48h0m0s')
+
+
+def test_changed_override_is_altered_on_the_existing_database(
+        influx_conf, influx):
+    influx_conf.set_override('retention_overrides', {'gold': '2w'}, 'dbpt')
+    _feed(MetricsRepository(influx_conf),
+          [records.metric('gold', timestamp=NOW)])
+    influx_conf.set_override('retention_overrides', {'gold': '1d'}, 'dbpt')
+    repo = MetricsRepository(influx_conf)  # a restarted persister
+    _feed(repo, [records.metric('gold', timestamp=NOW + 1)])
+    assert _default_policy(influx, 'mon_gold') == ('2w', '24h0m0s')
+    assert _count(influx, 'mon_gold') == 2  # old points still visible
+    assert repo.stats.total('policies_altered') == 1
+
+
+def test_many_new_tenants_are_created_in_few_requests(influx_conf, influx,
+                                                      monkeypatch):
+    repo = MetricsRepository(influx_conf)
+    queries = []
+    real = repo.writer.query
+    monkeypatch.setattr(repo.writer, 'query',
+                        lambda s, q: queries.append(q) or real(s, q))
+    _feed(repo, [records.metric('t%03d' % i, timestamp=NOW)
+                 for i in range(600)])
+    assert len(influx.databases()) == 600
+    assert len(queries) <= 3  # SHOW DATABASES + 2 x 500 statements
+
+
+def test_racing_processes_create_the_same_database_safely(influx_conf,
+                                                          influx):
+    influx_conf.set_override('default_retention_hours', 24, 'influxdb')
+    a, b = MetricsRepository(influx_conf), MetricsRepository(influx_conf)
+    _feed(a, [records.metric('t', timestamp=NOW)])
+    _feed(b, [records.metric('t', timestamp=NOW + 1)])
+    assert _count(influx, 'mon_t') == 2
+
+
+def test_database_dropped_mid_run_is_created_again(influx_conf, influx):
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('t', timestamp=NOW)])
+    influx.query('DROP DATABASE "mon_t"')
+    _feed(repo, [records.metric('t', timestamp=NOW + 1)])
+    assert _count(influx, 'mon_t') == 1
+
+
+def test_points_beyond_retention_are_counted_and_the_rest_written(
+        influx_conf, influx):
+    influx_conf.set_override('default_retention_hours', 1, 'influxdb')
+    repo = MetricsRepository(influx_conf)
+    old = NOW - 10 * 24 * 3600 * 1000
+    _feed(repo, [records.metric('t', timestamp=old),
+                 records.metric('t', timestamp=NOW),
+                 records.metric('u', timestamp=NOW)])
+    assert _count(influx, 'mon_t') == 1 and _count(influx, 'mon_u') == 1
+    assert repo.stats.total('dropped_beyond_retention') == 1
+
+
+def test_field_type_conflict_drops_only_the_conflicting_points(
+        influx_conf, influx):
+    # Someone else wrote "value" as a string into this tenant's database.
+    influx.query('CREATE DATABASE mon_t')
+    influx.write('mon_t', ['cpu.idle_perc,hostname=h value="text" %d' % NOW])
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('t', timestamp=NOW + i) for i in range(1, 4)]
+          + [records.metric('u', timestamp=NOW)])
+    assert _count(influx, 'mon_u') == 1
+    assert repo.stats.total('dropped_field_type_conflict') == 3
+
+
+def test_whole_request_refusals_are_split_to_keep_valid_lines(
+        influx_conf, influx):
+    repo = MetricsRepository(influx_conf)
+    batch = repo.data_points_class()
+    lines = ['m,k=v value=%d.0 %d' % (i, NOW + i) for i in range(10)]
+    lines[3] = 'm,k=v value="a string" %d' % (NOW + 3)  # conflicts in-request
+    for line in lines:
+        batch.append('t', line)
+    repo.write_batch(batch)
+    assert _count(influx, 'mon_t', 'm') == 9
+    assert repo.stats.total('dropped_field_type_conflict') == 1
+
+
+def test_unreachable_influxdb_fails_the_batch_after_the_bound(influx_conf):
+    influx_conf.set_override('port', 1, 'influxdb')  # nothing listens
+    influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    start = time.monotonic()
+    with pytest.raises(WriteFailed, match='still failing'):
+        _feed(repo, [records.metric('t', timestamp=NOW)])
+    assert 0.9 < time.monotonic() - start < 10
+    assert repo.stats.total('retries') >= 2
+
+
+def test_influxdb_back_within_the_bound_loses_nothing(influx_conf, influx):
+    import threading
+    influx_conf.set_override('retry_timeout', 30.0, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('t', timestamp=NOW)])
+    influx.stop()
+    restarter = threading.Thread(target=influx.restart_after, args=(0,))
+    timer = threading.Timer(2.0, restarter.start)
+    timer.start()
+    try:
+        _feed(repo, [records.metric('t', timestamp=NOW + i)
+                     for i in range(1, 50)])
+    finally:
+        timer.join()
+        restarter.join()
+    assert _count(influx, 'mon_t') == 50
+    assert repo.stats.total('retries') >= 1
