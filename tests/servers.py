@@ -102,6 +102,7 @@ class InfluxServer:
         self._container = None
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix='dbpt-influxd-')
+        os.makedirs(self.dir, exist_ok=True)
         self.cq_interval = cq_interval
         self.log = os.path.join(self.dir, 'influxd.log')
         external = os.environ.get('DBPT_TEST_INFLUXDB_URL')
@@ -238,6 +239,7 @@ class KafkaBroker:
         self.proc: Optional[subprocess.Popen] = None
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix='dbpt-tansu-')
+        os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, 'tansu.log')
         external = os.environ.get('DBPT_TEST_KAFKA')
         self.external = bool(external)
@@ -309,14 +311,14 @@ PERSISTER_CONF = textwrap.dedent('''\
     [kafka_metrics]
     uri = {bootstrap}
     group_id = {group}_metrics
-    topic = metrics
+    topic = {metrics_topic}
     batch_size = {batch_size}
     max_wait_time_seconds = {max_wait}
 
     [kafka_alarm_history]
     uri = {bootstrap}
     group_id = {group}_alarms
-    topic = alarm-state-transitions
+    topic = {alarms_topic}
     batch_size = 1
     max_wait_time_seconds = {max_wait}
 
@@ -349,11 +351,14 @@ class Persister:
     def __init__(self, influx: InfluxServer, broker: KafkaBroker,
                  workdir: Optional[str] = None, **settings) -> None:
         self.dir = workdir or tempfile.mkdtemp(prefix='dbpt-persister-')
+        os.makedirs(self.dir, exist_ok=True)
         self.log = os.path.join(self.dir, 'persister.log')
         self.config = os.path.join(self.dir, 'persister.conf')
         values = dict(log=self.log, metrics_driver=OUR_METRICS,
                       alarm_driver=OUR_ALARMS, num_processors=1,
                       bootstrap=broker.bootstrap, group='dbpt',
+                      metrics_topic='metrics',
+                      alarms_topic='alarm-state-transitions',
                       batch_size=1000, max_wait=2, db_per_tenant=True,
                       influx_host=influx.host, influx_port=influx.port,
                       retention_hours=0, stats_interval=2,

@@ -1,0 +1,137 @@
+"""The real monasca-persister 9.0.0 process, our drivers, tansu and influxd."""
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from tests import hostile
+from tests import records
+from tests import servers
+
+TENANTS = ['a1b2c3d4e5f60718293a4b5c6d7e8f90', 'tenant-two', 'tenant_3']
+NOW = int(time.time() * 1000)
+
+
+def wait_until(check, timeout, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def counts(influx, measurement, field):
+    out = {}
+    for db in influx.databases():
+        rows = influx.rows('SELECT count(%s) FROM %s' % (field, measurement),
+                           db)
+        if rows:
+            out[db] = rows[0]['count']
+    return out
+
+
+@pytest.fixture
+def topics(broker):
+    suffix = uuid.uuid4().hex[:8]
+    names = {'metrics_topic': 'metrics_' + suffix,
+             'alarms_topic': 'alarms_' + suffix, 'group': 'g' + suffix}
+    broker.create_topic(names['metrics_topic'])
+    broker.create_topic(names['alarms_topic'])
+    return names
+
+
+@pytest.fixture
+def persister(influx, broker, topics, tmp_path):
+    procs = []
+
+    def start(**settings):
+        settings = {**topics, **settings}
+        proc = servers.Persister(influx, broker, str(tmp_path), **settings)
+        procs.append(proc.start())
+        return proc
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def produce(broker, topic, payloads):
+    producer = broker.producer()
+    for i, payload in enumerate(payloads):
+        producer.produce(topic, payload, key=str(i % 8).encode())
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def test_records_land_per_tenant_and_hostile_ones_are_refused(
+        influx, broker, topics, persister):
+    per_tenant = {t: 200 + 50 * i for i, t in enumerate(TENANTS)}
+    valid = []
+    for tenant, n in per_tenant.items():
+        valid += [records.encode(records.metric(
+            tenant, dimensions={'hostname': 'h%d' % (i % 5)},
+            timestamp=NOW - i, value=i)) for i in range(n)]
+    hostile_metrics = [p for t, p, _ in hostile.CORPUS if t == hostile.M]
+    hostile_alarms = [p for t, p, _ in hostile.CORPUS if t == hostile.A]
+    mixed = []
+    for i, payload in enumerate(valid):
+        mixed.append(payload)
+        if i % 10 == 0 and hostile_metrics:
+            mixed.append(hostile_metrics.pop())
+    mixed += hostile_metrics
+    alarms = [records.encode(records.alarm(t, alarm_id='al-%d' % i,
+                                           timestamp=NOW - i))
+              for t in TENANTS for i in range(3)]
+    produce(broker, topics['metrics_topic'], mixed)
+    produce(broker, topics['alarms_topic'], alarms + hostile_alarms)
+
+    proc = persister(batch_size=300)
+    expected = {'mon_' + t: n for t, n in per_tenant.items()}
+    wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
+               expected, 90)
+    wait_until(lambda: sum(counts(influx, 'alarm_state_history',
+                                  'new_state').values()) >= 9, 30)
+    time.sleep(3)  # anything extra would show now
+    assert proc.alive(), proc.logtext()[-3000:]
+    assert counts(influx, '"cpu.idle_perc"', 'value') == expected
+    assert counts(influx, 'alarm_state_history', 'new_state') == {
+        'mon_' + t: 3 for t in TENANTS}
+    assert influx.databases() == set(expected)
+    for tenant in TENANTS:
+        db = 'mon_' + tenant
+        seen = {r['_tenant_id'] for r in influx.rows(
+            'SELECT count(value) FROM "cpu.idle_perc" GROUP BY _tenant_id',
+            db)}
+        assert seen == {tenant}
+        seen = {r['tenant_id'] for r in influx.rows(
+            'SELECT * FROM alarm_state_history', db)}
+        assert seen == {tenant}
+    log = proc.logtext()
+    refused = [line for line in log.splitlines() if 'refused ' in line]
+    assert len(refused) == len(hostile.CORPUS), '\n'.join(refused)
+    assert 'Error processing message' not in log
+    assert 'commit guard installed' in log
+
+
+def test_persister_writes_stats_an_operator_can_read(
+        influx, broker, topics, persister, tmp_path):
+    produce(broker, topics['metrics_topic'],
+            [records.encode(records.metric('t1', timestamp=NOW - i))
+             for i in range(50)])
+    proc = persister(batch_size=10)
+    wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
+               {'mon_t1': 50}, 60)
+    stats_files = []
+
+    def found():
+        stats_files[:] = [f for f in os.listdir(proc.dir)
+                          if f.startswith('stats.json.')
+                          and not f.endswith('.tmp')]
+        return any(json.load(open(os.path.join(proc.dir, f)))['totals']
+                   .get('points_written') == 50 for f in stats_files)
+    assert wait_until(found, 30), proc.logtext()[-2000:]
+    assert 'dbpt totals' in proc.logtext()
