@@ -27,6 +27,8 @@ import os
 LOG = logging.getLogger(__name__)
 
 _installed_in: int | None = None
+#: The host's own commit, kept for tests and for turning the guard off.
+original_commit = None
 
 
 def _guarded_commit(self) -> None:
@@ -70,6 +72,8 @@ def install(enabled: bool = True) -> bool:
                     'shape it expects (monasca-common 3.8.0); upstream commit '
                     'behaviour is kept')
         return False
+    global original_commit
+    original_commit = commit
     target.commit = _guarded_commit
     _installed_in = os.getpid()
     LOG.info('commit guard installed: the persister now commits Kafka '

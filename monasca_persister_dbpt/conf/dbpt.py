@@ -44,6 +44,12 @@ writer_opts = [
     cfg.IntOpt('write_concurrency', default=4, min=1, max=64,
                help='Connections (and threads) writing tenants in parallel '
                     'for one persister worker process.'),
+    cfg.IntOpt('pipeline_points', default=5000, min=0,
+               help='A tenant with this many points waiting is written at '
+                    'once, while the persister goes on reading the batch, so '
+                    'parsing and writing overlap. 0: wait for [influxdb] '
+                    'batch_size points. Nothing is committed before the '
+                    'whole batch is written either way.'),
     cfg.FloatOpt('request_timeout', default=30.0, min=0.1,
                  help='Seconds to wait for one InfluxDB HTTP request.'),
     cfg.FloatOpt('retry_timeout', default=120.0, min=0.0,

@@ -69,10 +69,12 @@ class TenantRepository(Repository):
             retry_timeout=dbpt.retry_timeout,
             backoff_max=dbpt.retry_backoff_max, stats=self.stats)
         self.chunk_size = conf_obj.influxdb.batch_size
+        self.pipeline_points = dbpt.pipeline_points
         self.data_points_class = self._new_batch
 
     def _new_batch(self) -> TenantBatch:
-        return TenantBatch(self.placements, self.writer, self.chunk_size)
+        return TenantBatch(self.placements, self.writer, self.chunk_size,
+                           self.pipeline_points)
 
     def process_message(self, message):
         raw = message.value()

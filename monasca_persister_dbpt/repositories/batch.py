@@ -1,8 +1,9 @@
 """The container the host appends records to between two flushes.
 
 Points are grouped per tenant as they arrive. A tenant whose group reaches
-``[influxdb] batch_size`` is handed to the writer at once, so InfluxDB works
-on it while the host parses the rest of the batch; ``flush`` writes what is
+``[dbpt] pipeline_points`` (at most ``[influxdb] batch_size``) is handed to
+the writer at once, so InfluxDB works on it while the host parses the rest
+of the batch; ``flush`` writes what is
 left and waits for everything, so nothing is committed before it is written.
 """
 
@@ -17,10 +18,12 @@ from monasca_persister_dbpt.placement import PlacementMap
 
 class TenantBatch:
     def __init__(self, placements: PlacementMap, writer: InfluxWriter,
-                 chunk_size: int) -> None:
+                 chunk_size: int, ship_at: int = 0) -> None:
         self._placements = placements
         self._writer = writer
         self._chunk = max(1, chunk_size)
+        self._ship_at = min(ship_at, self._chunk) if ship_at > 0 \
+            else self._chunk
         self._groups: dict[str, list] = {}
         self._pending: list[concurrent.futures.Future] = []
         self._count = 0
@@ -33,7 +36,7 @@ class TenantBatch:
             group = self._groups[tenant_id] = []
         group.append(line)
         self._count += 1
-        if len(group) >= self._chunk:
+        if len(group) >= self._ship_at:
             self._groups[tenant_id] = []
             self._pending.append(self._writer.submit(
                 self._placements.place(tenant_id), group))

@@ -4,6 +4,10 @@ Writes what upstream's ``MetricInfluxdbRepository`` writes, byte for byte
 (measurement = metric name; tags = dimensions, ``_tenant_id``, ``_region``;
 fields ``value`` and ``value_meta``; ms precision), into the tenant's own
 database, so monasca-api with ``db_per_tenant = True`` reads it unchanged.
+
+Per record, the work that repeats (validating the tenant, escaping and
+sorting the tags) is done once per series and cached: a Monasca deployment
+sends the same series over and over with new values and timestamps.
 """
 
 from __future__ import annotations
@@ -16,17 +20,59 @@ from monasca_persister_dbpt.repositories.base import TenantRepository
 
 #: Longest value_meta (as JSON) accepted; monasca-api itself allows 2048.
 MAX_VALUE_META_BYTES = 65535
+#: Series keys remembered per worker process (memory stays bounded).
+SERIES_CACHE_SIZE = 65536
+
+_MIN_MS, _MAX_MS = lp.MIN_TIME_MS, lp.MAX_TIME_MS
 
 
 class MetricsRepository(TenantRepository):
     kind = 'metric'
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._series: dict = {}
+
     def to_line(self, record: dict) -> tuple[str, str]:
         metric = record['metric']
         meta = record['meta']
         tenant_id = meta['tenantId']
-        self.placements.place(tenant_id)
+        name = metric['name']
+        region = meta['region']
         dimensions = metric.get('dimensions')
+        try:
+            cache_key = (name, tenant_id, region,
+                         tuple(dimensions.items()) if dimensions else ())
+            key = self._series.get(cache_key)
+        except (TypeError, AttributeError):  # unhashable or not an object
+            cache_key = key = None
+        if key is None:
+            key = self._series_key(tenant_id, name, region, dimensions)
+            if cache_key is not None:
+                if len(self._series) >= SERIES_CACHE_SIZE:
+                    self._series.clear()
+                self._series[cache_key] = key
+
+        value = metric['value']
+        # repr(float) is the host's str(float(v)); v - v is 0 only if finite.
+        if type(value) is float and value - value == 0:
+            value = repr(value)
+        else:
+            value = lp.format_value(value)
+        timestamp = metric['timestamp']
+        if type(timestamp) is int and _MIN_MS < timestamp < _MAX_MS:
+            timestamp = str(timestamp)
+        else:
+            timestamp = lp.format_time_ms(timestamp)
+        value_meta = metric.get('value_meta')
+        if not value_meta:
+            return ('%s value=%s,value_meta="{}" %s'
+                    % (key, value, timestamp), tenant_id)
+        return ('%s value=%s,value_meta=%s %s'
+                % (key, value, _value_meta(value_meta), timestamp), tenant_id)
+
+    def _series_key(self, tenant_id, name, region, dimensions) -> str:
+        self.placements.place(tenant_id)
         if dimensions is None:
             tags = {}
         elif type(dimensions) is dict:
@@ -36,22 +82,16 @@ class MetricsRepository(TenantRepository):
                                  % (dimensions,))
         # Set last, as upstream does: a dimension cannot forge the tenant.
         tags['_tenant_id'] = tenant_id
-        tags['_region'] = meta['region']
-        key = lp.series_key(metric['name'], tags)
-        value = lp.format_value(metric['value'])
-        value_meta = metric.get('value_meta')
-        if not value_meta:
-            meta_field = '"{}"'
-        elif type(value_meta) is dict:
-            text = json.dumps(value_meta, ensure_ascii=False)
-            if len(text) > MAX_VALUE_META_BYTES // 4 and \
-                    len(text.encode('utf-8')) > MAX_VALUE_META_BYTES:
-                raise RecordRejected('value_meta is longer than %d bytes'
-                                     % MAX_VALUE_META_BYTES)
-            meta_field = lp.escape_string_field(text)
-        else:
-            raise RecordRejected('value_meta %r is not an object'
-                                 % (value_meta,))
-        return ('%s value=%s,value_meta=%s %s'
-                % (key, value, meta_field,
-                   lp.format_time_ms(metric['timestamp'])), tenant_id)
+        tags['_region'] = region
+        return lp.series_key(name, tags)
+
+
+def _value_meta(value_meta) -> str:
+    if type(value_meta) is not dict:
+        raise RecordRejected('value_meta %r is not an object' % (value_meta,))
+    text = json.dumps(value_meta, ensure_ascii=False)
+    if len(text) > MAX_VALUE_META_BYTES // 4 and \
+            len(text.encode('utf-8')) > MAX_VALUE_META_BYTES:
+        raise RecordRejected('value_meta is longer than %d bytes'
+                             % MAX_VALUE_META_BYTES)
+    return lp.escape_string_field(text)

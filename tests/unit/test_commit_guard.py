@@ -21,8 +21,9 @@ class _FakeLibConsumer:
 @pytest.fixture
 def host_consumer(monkeypatch):
     from monasca_common.confluent_kafka import consumer
-    monkeypatch.setattr(consumer.KafkaConsumer, 'commit',
-                        consumer.KafkaConsumer.commit)
+    host_commit = commit_guard.original_commit or \
+        consumer.KafkaConsumer.commit
+    monkeypatch.setattr(consumer.KafkaConsumer, 'commit', host_commit)
     monkeypatch.setattr(commit_guard, '_installed_in', None)
     return consumer.KafkaConsumer
 
