@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# devstack plugin of monasca-persister-dbpt: installs the package where
+# monasca-persister runs and switches the persister and monasca-api to one
+# InfluxDB database per tenant. Phases: stack install|post-config|extra,
+# unstack, clean.
+
+# Variables come from devstack/settings and devstack itself.
+# shellcheck disable=SC2153
+_dbpt_xtrace=$(set +o | grep xtrace)
+set -o xtrace
+
+METRICS_DRIVER=monasca_persister_dbpt.repositories.metrics:MetricsRepository
+ALARMS_DRIVER=monasca_persister_dbpt.repositories.alarm_state_history:AlarmStateHistoryRepository
+UPSTREAM_METRICS_DRIVER=monasca_persister.repositories.influxdb.metrics_repository:MetricInfluxdbRepository
+UPSTREAM_ALARMS_DRIVER=monasca_persister.repositories.influxdb.alarm_state_history_repository:AlarmStateHistInfluxdbRepository
+
+function dbpt_pip {
+    if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
+        "$MONASCA_PERSISTER_DBPT_PIP" "$@"
+    else
+        pip_install "${@:2}"
+    fi
+}
+
+function install_monasca_persister_dbpt {
+    if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
+        "$MONASCA_PERSISTER_DBPT_PIP" install "$MONASCA_PERSISTER_DBPT_DIR"
+    else
+        setup_develop "$MONASCA_PERSISTER_DBPT_DIR"
+    fi
+}
+
+function configure_monasca_persister_dbpt {
+    local conf=$MONASCA_PERSISTER_CONF
+    iniset "$conf" repositories metrics_driver "$METRICS_DRIVER"
+    iniset "$conf" repositories alarm_state_history_driver "$ALARMS_DRIVER"
+    iniset "$conf" influxdb db_per_tenant True
+    iniset "$conf" influxdb default_retention_hours "$MONASCA_PERSISTER_DBPT_RETENTION_HOURS"
+    iniset "$conf" dbpt commit_guard "$MONASCA_PERSISTER_DBPT_COMMIT_GUARD"
+    if [[ -n "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES" ]]; then
+        iniset "$conf" dbpt retention_overrides "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES"
+    fi
+    if [[ -n "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN" ]]; then
+        iniset "$conf" dbpt tenant_id_pattern "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN"
+    fi
+    iniset "$MONASCA_API_CONF" influxdb db_per_tenant True
+}
+
+function migrate_monasca_persister_dbpt {
+    if [[ "$MONASCA_PERSISTER_DBPT_MIGRATE" != "True" ]]; then
+        return 0
+    fi
+    # shellcheck disable=SC2086
+    monasca-persister-dbpt-migrate --config-file "$MONASCA_PERSISTER_CONF" \
+        $MONASCA_PERSISTER_DBPT_MIGRATE_ARGS
+}
+
+function unconfigure_monasca_persister_dbpt {
+    local conf=$MONASCA_PERSISTER_CONF
+    if [[ -f "$conf" ]]; then
+        iniset "$conf" repositories metrics_driver "$UPSTREAM_METRICS_DRIVER"
+        iniset "$conf" repositories alarm_state_history_driver "$UPSTREAM_ALARMS_DRIVER"
+        inidelete "$conf" influxdb db_per_tenant
+        inidelete "$conf" influxdb default_retention_hours
+        inidelete "$conf" dbpt commit_guard
+        inidelete "$conf" dbpt retention_overrides
+        inidelete "$conf" dbpt tenant_id_pattern
+    fi
+    if [[ -f "$MONASCA_API_CONF" ]]; then
+        inidelete "$MONASCA_API_CONF" influxdb db_per_tenant
+    fi
+}
+
+function uninstall_monasca_persister_dbpt {
+    dbpt_pip uninstall -y monasca-persister-dbpt || true
+}
+
+if [[ "$1" == "stack" ]]; then
+    case "$2" in
+        install)
+            echo_summary "Installing monasca-persister-dbpt"
+            install_monasca_persister_dbpt
+            ;;
+        post-config)
+            echo_summary "Configuring monasca-persister-dbpt"
+            configure_monasca_persister_dbpt
+            ;;
+        extra)
+            migrate_monasca_persister_dbpt
+            ;;
+    esac
+fi
+
+if [[ "$1" == "unstack" ]]; then
+    unconfigure_monasca_persister_dbpt
+fi
+
+if [[ "$1" == "clean" ]]; then
+    unconfigure_monasca_persister_dbpt
+    uninstall_monasca_persister_dbpt
+fi
+
+$_dbpt_xtrace

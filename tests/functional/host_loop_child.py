@@ -1,0 +1,48 @@
+"""The host's own consumer loop, writing to a file, for SIGKILL tests.
+
+Runs monasca-persister's ``ConfluentKafkaPersister`` (the real loop and the
+real monasca-common consumer) with a repository that appends each record to
+a file and fsyncs before returning, so "written" is exact. Usage:
+
+    python host_loop_child.py BOOTSTRAP TOPIC GROUP OUTFILE GUARD(0|1) BATCH
+"""
+
+import os
+import sys
+import types
+
+
+class FileRepository:
+    out = None
+
+    def __init__(self):
+        from monasca_persister.repositories.data_points import \
+            DataPointsAsList
+        self.data_points_class = DataPointsAsList
+
+    def process_message(self, message):
+        return message.value().decode(), None
+
+    def write_batch(self, data_points):
+        with open(FileRepository.out, 'a') as handle:
+            handle.write(''.join(v + '\n' for v in data_points))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def main():
+    bootstrap, topic, group, out, guard, batch = sys.argv[1:7]
+    FileRepository.out = out
+    if guard == '1':
+        from monasca_persister_dbpt import commit_guard
+        assert commit_guard.install(True)
+    from monasca_persister.kafka.confluent_kafka_persister import \
+        ConfluentKafkaPersister
+    conf = types.SimpleNamespace(uri=[bootstrap], group_id=group,
+                                 topic=topic, batch_size=int(batch),
+                                 max_wait_time_seconds=1)
+    ConfluentKafkaPersister(conf, FileRepository).run()
+
+
+if __name__ == '__main__':
+    main()
