@@ -56,6 +56,21 @@ def upstream():
     return MetricInfluxdbRepository()
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    with open('/proc/%d/stat' % pid) as handle:
+        fields = handle.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def measured(influx, func, *args):
+    """(seconds, influxd CPU seconds, this process's CPU seconds)."""
+    server0, own0 = cpu_seconds(influx.proc.pid), time.process_time()
+    took = func(*args)
+    return (took, cpu_seconds(influx.proc.pid) - server0,
+            time.process_time() - own0)
+
+
 def host_loop(repo, messages, batch_size):
     """What monasca-persister's Persister.run does per message and flush."""
     points = repo.data_points_class()
@@ -110,6 +125,31 @@ def flushes_for(repo, messages, batch_size, chunk):
     return flushes
 
 
+def floor(influx, base):
+    """What influxd itself needs to create 1000 databases and their first
+    shard groups, without any driver."""
+    influx.drop_all()
+    session = requests.Session()
+    start = time.perf_counter()
+    for first in (0, 500):
+        session.post(influx.url + '/query', data={'q': ';'.join(
+            'CREATE DATABASE "floor_%04d"' % i
+            for i in range(first, first + 500))})
+    created = time.perf_counter() - start
+
+    def first_write(i):
+        s = requests.Session()
+        for j in range(i, 1000, 4):
+            s.post(influx.url + '/write', data='m,a=b value=1 %d' % base,
+                   params={'db': 'floor_%04d' % j, 'precision': 'ms'})
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(first_write, range(4)))
+    print('  influxd floor: create 1000 databases %.2f s (2 requests), first'
+          ' point into each %.2f s (4 connections)'
+          % (created, time.perf_counter() - start))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--records', type=int, default=200000)
@@ -136,6 +176,7 @@ def main():
         base = int(time.time() * 1000) - 3600 * 1000
         for tenants in [int(t) for t in args.tenants.split(',')]:
             results = {'ours': [], 'upstream': [], 'c1': [], 'c2': []}
+            cpu = {k: [] for k in results}
             # Warm up: databases exist, as in a running system.
             host_loop(ours(), make_messages(tenants, tenants, base),
                       args.batch)
@@ -143,19 +184,27 @@ def main():
                 for name, factory in (('ours', ours), ('upstream', upstream)):
                     base += args.records + 1
                     msgs = make_messages(args.records, tenants, base)
-                    took = host_loop(factory(), msgs, args.batch)
+                    took, server, own = measured(influx, host_loop, factory(),
+                                                 msgs, args.batch)
                     results[name].append(args.records / took)
+                    cpu[name].append((server / took, own / took))
                 for key, connections in (('c1', 1), ('c2', 2)):
                     base += args.records + 1
                     flushes = flushes_for(ours(), make_messages(
                         args.records, tenants, base), args.batch, chunk)
-                    results[key].append(args.records / ceiling(
-                        influx, flushes, chunk, connections))
+                    took, server, own = measured(influx, ceiling, influx,
+                                                 flushes, chunk, connections)
+                    results[key].append(args.records / took)
+                    cpu[key].append((server / took, own / took))
             med = {k: statistics.median(v) for k, v in results.items()}
             print('%8d %10.0f %10.0f %5.2fx %10.0f %10.0f %6.0f%% %6.0f%%' % (
                 tenants, med['ours'], med['upstream'],
                 med['ours'] / med['upstream'], med['c1'], med['c2'],
                 100 * med['ours'] / med['c1'], 100 * med['ours'] / med['c2']))
+            print('%8s cores busy (influxd+client): ' % '' + '  '.join(
+                '%s %.2f+%.2f' % (k, statistics.median(a for a, _ in v),
+                                  statistics.median(b for _, b in v))
+                for k, v in cpu.items()))
             sys.stdout.flush()
         if not args.skip_first_flush:
             print('\nfirst flush over 1000 new tenant databases '
@@ -166,6 +215,7 @@ def main():
                 msgs = make_messages(args.batch, 1000, base)
                 took = host_loop(factory(), msgs, args.batch)
                 print('  %-9s %6.2f s' % (name, took))
+            floor(influx, base)
     finally:
         influx.close()
 

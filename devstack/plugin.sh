@@ -14,14 +14,6 @@ ALARMS_DRIVER=monasca_persister_dbpt.repositories.alarm_state_history:AlarmState
 UPSTREAM_METRICS_DRIVER=monasca_persister.repositories.influxdb.metrics_repository:MetricInfluxdbRepository
 UPSTREAM_ALARMS_DRIVER=monasca_persister.repositories.influxdb.alarm_state_history_repository:AlarmStateHistInfluxdbRepository
 
-function dbpt_pip {
-    if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
-        "$MONASCA_PERSISTER_DBPT_PIP" "$@"
-    else
-        pip_install "${@:2}"
-    fi
-}
-
 function install_monasca_persister_dbpt {
     if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
         "$MONASCA_PERSISTER_DBPT_PIP" install "$MONASCA_PERSISTER_DBPT_DIR"
@@ -72,7 +64,11 @@ function unconfigure_monasca_persister_dbpt {
 }
 
 function uninstall_monasca_persister_dbpt {
-    dbpt_pip uninstall -y monasca-persister-dbpt || true
+    if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
+        "$MONASCA_PERSISTER_DBPT_PIP" uninstall -y monasca-persister-dbpt || true
+    else
+        pip_uninstall monasca-persister-dbpt || true
+    fi
 }
 
 if [[ "$1" == "stack" ]]; then

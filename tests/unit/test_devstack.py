@@ -1,0 +1,104 @@
+"""The devstack plugin's phases under bash, devstack's functions stubbed."""
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STUBS = r'''
+function _ini { "$PYTHON" - "$@" <<'PY'
+import configparser, sys
+op, path, section, key = sys.argv[1:5]
+cp = configparser.RawConfigParser(); cp.optionxform = str; cp.read(path)
+if op == 'set':
+    if not cp.has_section(section): cp.add_section(section)
+    cp.set(section, key, sys.argv[5])
+elif cp.has_section(section):
+    cp.remove_option(section, key)
+with open(path, 'w') as f: cp.write(f)
+PY
+}
+function iniset { _ini set "$@"; }
+function inidelete { _ini del "$@"; }
+function setup_develop { echo "setup_develop $*" >> "$CALLS"; }
+function pip_uninstall { echo "pip_uninstall $*" >> "$CALLS"; }
+function echo_summary { :; }
+function define_plugin { :; }
+function plugin_requires { :; }
+'''
+
+
+def run_phase(tmp_path, *phase, **env):
+    script = STUBS + '\nsource %s/devstack/settings\nsource %s/devstack/plugin.sh %s\n' % (
+        ROOT, ROOT, ' '.join(phase))
+    full_env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable,
+                'DEST': str(tmp_path), 'CALLS': str(tmp_path / 'calls'),
+                'MONASCA_PERSISTER_CONF': str(tmp_path / 'persister.conf'),
+                'MONASCA_API_CONF': str(tmp_path / 'api.conf')}
+    full_env.update(env)
+    subprocess.run(['bash', '-c', script], check=True, env=full_env,
+                   capture_output=True)
+
+
+def read(path):
+    cp = configparser.RawConfigParser()
+    cp.optionxform = str
+    cp.read(path)
+    return cp
+
+
+@pytest.fixture
+def confs(tmp_path):
+    (tmp_path / 'persister.conf').write_text(
+        '[influxdb]\ndatabase_name = mon\nip_address = 127.0.0.1\n'
+        '[repositories]\nmetrics_driver = x:Y\n')
+    (tmp_path / 'api.conf').write_text('[influxdb]\ndatabase_name = mon\n')
+    return tmp_path
+
+
+def test_install_phase_installs_the_package(confs):
+    run_phase(confs, 'stack', 'install')
+    assert 'setup_develop %s/monasca-persister-dbpt' % confs in \
+        (confs / 'calls').read_text()
+
+
+def test_post_config_switches_persister_and_api_to_db_per_tenant(confs):
+    run_phase(confs, 'stack', 'post-config',
+              MONASCA_PERSISTER_DBPT_RETENTION_HOURS='72',
+              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w,p2:1d')
+    persister = read(confs / 'persister.conf')
+    assert persister['repositories']['metrics_driver'] == \
+        'monasca_persister_dbpt.repositories.metrics:MetricsRepository'
+    assert persister['repositories']['alarm_state_history_driver'].endswith(
+        ':AlarmStateHistoryRepository')
+    assert persister['influxdb']['db_per_tenant'] == 'True'
+    assert persister['influxdb']['default_retention_hours'] == '72'
+    assert persister['influxdb']['database_name'] == 'mon'  # kept
+    assert persister['dbpt']['retention_overrides'] == 'p1:2w,p2:1d'
+    assert persister['dbpt']['commit_guard'] == 'True'
+    assert read(confs / 'api.conf')['influxdb']['db_per_tenant'] == 'True'
+
+
+def test_unstack_and_clean_leave_nothing_of_ours(confs):
+    run_phase(confs, 'stack', 'post-config',
+              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w')
+    run_phase(confs, 'clean')
+    persister = read(confs / 'persister.conf')
+    assert 'dbpt' not in persister['repositories']['metrics_driver']
+    assert 'db_per_tenant' not in persister['influxdb']
+    assert not persister.has_section('dbpt') or not dict(persister['dbpt'])
+    assert 'db_per_tenant' not in read(confs / 'api.conf')['influxdb']
+    assert 'pip_uninstall monasca-persister-dbpt' in (confs / 'calls').read_text()
+
+
+@pytest.mark.skipif(not shutil.which('shellcheck'),
+                    reason='shellcheck not installed (tools/setup.sh does)')
+def test_scripts_pass_shellcheck():
+    subprocess.run(['shellcheck', '-s', 'bash', 'devstack/plugin.sh',
+                    'devstack/settings', 'tools/setup.sh', '.ci/run'],
+                   cwd=ROOT, check=True)
