@@ -135,3 +135,84 @@ def test_persister_writes_stats_an_operator_can_read(
                    .get('points_written') == 50 for f in stats_files)
     assert wait_until(found, 30), proc.logtext()[-2000:]
     assert 'dbpt totals' in proc.logtext()
+
+
+class Feeder:
+    """Produces metrics for TENANTS in the background, counting per tenant."""
+
+    def __init__(self, broker, topic):
+        import threading
+        self.sent = {t: 0 for t in TENANTS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed,
+                                        args=(broker, topic))
+
+    def _feed(self, broker, topic):
+        producer = broker.producer()
+        i = 0
+        while not self._stop.is_set():
+            for _ in range(30):
+                tenant = TENANTS[i % len(TENANTS)]
+                producer.produce(topic, records.encode(records.metric(
+                    tenant, timestamp=NOW - 10 ** 7 + i, value=i)))
+                self.sent[tenant] += 1
+                i += 1
+            producer.poll(0)
+            time.sleep(0.02)
+        assert producer.flush(30) == 0
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def expected(self):
+        return {'mon_' + t: n for t, n in self.sent.items()}
+
+
+def assert_each_tenant_complete_and_alone(influx, feeder, proc):
+    wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
+               feeder.expected(), 120)
+    assert counts(influx, '"cpu.idle_perc"', 'value') == feeder.expected(), \
+        proc.logtext()[-2000:]
+    for tenant in TENANTS:
+        seen = {r['_tenant_id'] for r in influx.rows(
+            'SELECT count(value) FROM "cpu.idle_perc" GROUP BY _tenant_id',
+            'mon_' + tenant)}
+        assert seen == {tenant}
+
+
+def test_sigkill_of_the_persister_mid_stream_loses_nothing(
+        influx, broker, topics, persister):
+    """Kill the whole process group three times while records flow."""
+    import random
+    rnd = random.Random(11)
+    with Feeder(broker, topics['metrics_topic']) as feeder:
+        for _ in range(3):
+            proc = persister(batch_size=500)
+            before = sum(counts(influx, '"cpu.idle_perc"', 'value').values())
+            wait_until(lambda: sum(counts(
+                influx, '"cpu.idle_perc"', 'value').values()) > before, 60,
+                interval=0.2)
+            time.sleep(rnd.uniform(0.5, 3))
+            proc.kill()
+    proc = persister(batch_size=500)
+    assert_each_tenant_complete_and_alone(influx, feeder, proc)
+
+
+def test_influxdb_down_twice_mid_stream_the_persister_rides_it_out(
+        influx, broker, topics, persister):
+    with Feeder(broker, topics['metrics_topic']) as feeder:
+        proc = persister(batch_size=500)
+        assert wait_until(lambda: counts(influx, '"cpu.idle_perc"',
+                                         'value'), 60, interval=0.2)
+        for _ in range(2):
+            influx.restart_after(6)  # down for 6 s, same port
+            time.sleep(3)
+    assert_each_tenant_complete_and_alone(influx, feeder, proc)
+    assert proc.alive(), proc.logtext()[-3000:]
+    log = proc.logtext()
+    assert 'retry' in log and 'Received signal' not in log
