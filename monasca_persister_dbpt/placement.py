@@ -210,6 +210,13 @@ class PlacementMap:
         # One server today; issue 7 places tenants on several.
         return self.default_server
 
+    def target_policy(self, tenant_id: str,
+                      source_policy: str) -> Optional[str]:
+        """The policy of the tenant database that receives *source_policy*'s
+        points when migrating; None is the database's default policy, the
+        one the persister writes and monasca-api reads."""
+        return None
+
     def place(self, tenant_id: str) -> Placement:
         """Where *tenant_id*'s data lives; raises InvalidTenantId."""
         placement = (self._cache.get(tenant_id) if type(tenant_id) is str

@@ -82,8 +82,10 @@ class InfluxWriter:
             if not self.schema.known(p):
                 by_server.setdefault(p.server, []).append(p)
         for server, group in by_server.items():
-            self._with_retry(group[0], lambda: self.schema.ensure(
-                group, lambda q: self.query(server, q)))
+            self.retrying(server, 'creating %d database(s)' % len(group),
+                          lambda: self.schema.ensure(
+                              group, lambda q: self.query(server, q)),
+                          tenant=group[0].tenant_id)
 
     # -- writing -----------------------------------------------------------
 
@@ -114,8 +116,11 @@ class InfluxWriter:
         body = '\n'.join(lines).encode('utf-8')
         creates = 0
         while True:
-            status, text = self._with_retry(
-                placement, lambda: self._post(placement, body))
+            status, text = self.retrying(
+                placement.server, 'writing %d points to %s' % (
+                    len(lines), placement.database),
+                lambda: self._post(placement, body),
+                tenant=placement.tenant_id)
             if status == 204:
                 self.stats.add(placement.tenant_id, 'points_written',
                                len(lines))
@@ -172,7 +177,13 @@ class InfluxWriter:
                     text.strip()[:300],
                     '; line: %s' % line[:300] if line else '')
 
-    def _with_retry(self, placement: Placement, call):
+    def run(self, server: Server, statement: str) -> list:
+        """Run InfluxQL with the bounded retry; per-statement results."""
+        return self.retrying(server, statement[:80],
+                             lambda: self.query(server, statement))
+
+    def retrying(self, server: Server, what: str, call,
+                 tenant: Optional[str] = None):
         """Run *call*, retrying transient faults with backoff until the bound."""
         deadline = time.monotonic() + self._retry_timeout
         delay = 0.25
@@ -185,18 +196,18 @@ class InfluxWriter:
                     ValueError) as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self.stats.add(placement.tenant_id, 'write_failures')
+                    self.stats.add(tenant, 'write_failures')
                     raise WriteFailed(
                         'InfluxDB at %s still failing after %d attempts over '
-                        '%.0fs (tenant %s, database %s): %s'
-                        % (placement.server.url, attempt, self._retry_timeout,
-                           placement.tenant_id, placement.database,
+                        '%.0fs (%s%s): %s'
+                        % (server.url, attempt, self._retry_timeout, what,
+                           ', tenant %s' % tenant if tenant else '',
                            str(exc)[:300])) from exc
-                self.stats.add(placement.tenant_id, 'retries')
+                self.stats.add(tenant, 'retries')
                 pause = min(delay, left) * (0.5 + random.random() / 2)
                 LOG.warning('InfluxDB at %s failed (%s), retry %d in %.2fs',
-                            placement.server.url, str(exc).strip()[:200],
-                            attempt, pause)
+                            server.url, str(exc).strip()[:200], attempt,
+                            pause)
                 time.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
 

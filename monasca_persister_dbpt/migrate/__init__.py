@@ -1,0 +1,1 @@
+"""Migration of a shared Monasca database into per-tenant databases."""
