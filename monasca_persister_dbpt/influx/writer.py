@@ -67,7 +67,7 @@ class InfluxWriter:
         """Run InfluxQL; per-statement results (errors included, not raised)."""
         try:
             response = self.session(server).post(
-                server.url + '/query', data={'q': statements},
+                server.url + '/query', data={'q': statements, 'epoch': 'ns'},
                 timeout=self._timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(None, str(exc)) from exc

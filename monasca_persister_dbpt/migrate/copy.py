@@ -103,7 +103,7 @@ class Copier:
         outstanding = collections.Counter(
             measurement_key(plan.source, c.source_rp, c.measurement)
             for c in plan.chunks)
-        failed_scopes = set(plan.tainted)
+        failed_scopes = set()
         done_until = plan.plan_time + 1
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
             futures = {pool.submit(self._copy, plan.source, c): c

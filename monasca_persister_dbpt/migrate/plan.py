@@ -56,11 +56,8 @@ class Plan:
     skipped_measurements: list = dataclasses.field(default_factory=list)
     refused_tenants: dict = dataclasses.field(default_factory=dict)
     untagged: list = dataclasses.field(default_factory=list)
-    #: Every (policy, measurement) looked at; tainted: some of it was left
-    #: in place (refused tenant ids, points without a tenant tag), so it is
-    #: never recorded as finished for every tenant.
+    #: Every (policy, measurement) looked at.
     scopes: set = dataclasses.field(default_factory=set)
-    tainted: set = dataclasses.field(default_factory=set)
 
     @property
     def points(self) -> int:
@@ -173,9 +170,15 @@ class Planner:
             return 'value'
         return fields[0] if fields else None
 
-    def _span(self, rp, measurement, field, lower, upper):
+    @staticmethod
+    def _only(tenant) -> str:
+        return '%s = %s AND ' % (quote_ident(tenant[0]),
+                                 quote_literal(tenant[1])) if tenant else ''
+
+    def _span(self, rp, measurement, field, lower, upper, tenant=None):
         """First and last point time of the measurement in [lower, upper)."""
-        where = 'WHERE time >= %d AND time < %d' % (lower, upper)
+        where = 'WHERE %stime >= %d AND time < %d' % (self._only(tenant),
+                                                      lower, upper)
         found = []
         for fn in ('first', 'last'):
             rows = self._rows('SELECT %s(%s) FROM %s %s' % (
@@ -185,13 +188,15 @@ class Planner:
             found.append(rows[0]['time'])
         return found[0], found[1]
 
-    def counts(self, rp, measurement, field, tenant_tag, first, last, out):
+    def counts(self, rp, measurement, field, tenant_tag, first, last, out,
+               tenant=None):
         """Add {tenant: [(unit_start, count), ...]} for the units with data
         between *first* and *last* (inclusive) to *out*."""
-        q = ('SELECT count(%s) FROM %s WHERE time >= %d AND time <= %d '
+        q = ('SELECT count(%s) FROM %s WHERE %stime >= %d AND time <= %d '
              'GROUP BY time(1%s), %s fill(none)' % (
-                 quote_ident(field), self._on(rp, measurement), first, last,
-                 self.unit, quote_ident(tenant_tag)))
+                 quote_ident(field), self._on(rp, measurement),
+                 self._only(tenant), first, last, self.unit,
+                 quote_ident(tenant_tag)))
         for row in self._rows(q):
             tenant = row.get(tenant_tag)
             if row['count']:
@@ -210,12 +215,18 @@ class Planner:
                 self._plan_measurement(plan, rp, measurement, done)
         return plan
 
+    def _tenants(self, measurement: str, tenant_tag: str) -> list[str]:
+        """Tenant ids of a measurement, from the index alone (cheap)."""
+        return [r['value'] for r in self._rows(
+            'SHOW TAG VALUES ON %s FROM %s WITH KEY = %s' % (
+                quote_ident(self.source), quote_ident(measurement),
+                quote_ident(tenant_tag)))]
+
     def _plan_measurement(self, plan, rp, measurement, done) -> None:
         scope = measurement_key(self.source, rp, measurement)
         plan.scopes.add(scope)
         tenant_tag = self._tenant_tag(measurement)
         if tenant_tag is None:
-            plan.tainted.add(scope)
             plan.untagged.append(measurement)
             LOG.warning('measurement %r has no _tenant_id or tenant_id tag: '
                         'left in place', measurement)
@@ -223,31 +234,49 @@ class Planner:
         field = self._count_field(measurement)
         if field is None:
             return
-        # Parts of the range an earlier run finished for every tenant of
-        # this measurement are not even counted again (delta runs).
+        # What an earlier run finished for every tenant of this measurement
+        # is not counted again (delta runs are cheap)...
         units: dict[str, list] = {}
-        for lower, upper in subtract(self.lower, self.upper + 1,
-                                     done.get(scope, [])):
+        scope_done = done.get(scope, [])
+        for lower, upper in subtract(self.lower, self.upper + 1, scope_done):
             span = self._span(rp, measurement, field, lower, upper)
             if span is not None:
-                self.counts(rp, measurement, field, tenant_tag,
-                            span[0], span[1], units)
+                self.counts(rp, measurement, field, tenant_tag, span[0],
+                            span[1], units)
+        # ... except for tenants that run did not copy (refused then, or
+        # absent): the index says who they are; they are counted alone.
+        for tenant in self._tenants(measurement, tenant_tag):
+            try:
+                placement = self.placements.place(tenant)
+            except InvalidTenantId as exc:
+                plan.refused_tenants.setdefault(tenant, str(exc))
+                units.pop(tenant, None)
+                continue
+            key = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
+                        placement).key
+            if scope_done and not done.get(key):
+                for lower, upper in scope_done:
+                    span = self._span(rp, measurement, field, lower, upper,
+                                      (tenant_tag, tenant))
+                    if span is not None:
+                        self.counts(rp, measurement, field, tenant_tag,
+                                    span[0], span[1], units,
+                                    (tenant_tag, tenant))
         for tenant, tenant_units in units.items():
             if tenant is None or tenant == '':
                 plan.untagged.append(measurement)
-                plan.tainted.add(scope)
+                continue
+            if tenant in plan.refused_tenants:
                 continue
             try:
                 placement = self.placements.place(tenant)
             except InvalidTenantId as exc:
                 plan.refused_tenants.setdefault(tenant, str(exc))
-                plan.tainted.add(scope)
                 continue
             if placement.database == self.source:
                 plan.refused_tenants.setdefault(
                     tenant, 'tenant %r maps to the source database itself'
                     % tenant)
-                plan.tainted.add(scope)
                 continue
             lower = self.lower
             if placement.retention and placement.retention.hours:
