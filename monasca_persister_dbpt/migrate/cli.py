@@ -191,7 +191,8 @@ class Migration:
         progress = Progress(plan.points, len(plan.chunks),
                             bar=c.progress_bar)
         copier = Copier(self.writer, self.placements, self.server,
-                        self.checkpoint, workers=c.workers)
+                        self.checkpoint, workers=c.workers,
+                        chunk_points=c.chunk_points)
         try:
             copier.run(plan, progress)
         finally:

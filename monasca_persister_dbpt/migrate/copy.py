@@ -19,7 +19,7 @@ from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
 from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.plan import Chunk, Plan
-from monasca_persister_dbpt.migrate.plan import measurement_key
+from monasca_persister_dbpt.migrate.plan import jobs, measurement_key
 from monasca_persister_dbpt.placement import PlacementMap, Server
 
 LOG = logging.getLogger(__name__)
@@ -32,17 +32,25 @@ class ChunkFailed(RuntimeError):
     pass
 
 
-def copy_statement(source: str, chunk: Chunk,
+def copy_statement(source: str, job: list[Chunk],
                    target_rp: Optional[str] = None) -> str:
-    """The one statement that copies *chunk*; every name quoted."""
-    into = '%s.%s.%s' % (quote_ident(chunk.placement.database),
-                         quote_ident(target_rp) if target_rp else '',
-                         quote_ident(chunk.measurement))
-    return ('SELECT * INTO %s FROM %s.%s.%s WHERE %s = %s AND time >= %d '
+    """The one statement that copies a job's chunks; every name quoted.
+
+    All chunks of a job share tenant, policy and bounds; ``:MEASUREMENT``
+    writes each source measurement into the same name in the target.
+    """
+    first = job[0]
+    into = '%s.%s.:MEASUREMENT' % (quote_ident(first.placement.database),
+                                   quote_ident(target_rp) if target_rp
+                                   else '')
+    sources = ', '.join('%s.%s.%s' % (quote_ident(source),
+                                      quote_ident(c.source_rp),
+                                      quote_ident(c.measurement))
+                        for c in job)
+    return ('SELECT * INTO %s FROM %s WHERE %s = %s AND time >= %d '
             'AND time < %d GROUP BY *' % (
-                into, quote_ident(source), quote_ident(chunk.source_rp),
-                quote_ident(chunk.measurement), quote_ident(chunk.tenant_tag),
-                quote_literal(chunk.tenant_id), chunk.start, chunk.end))
+                into, sources, quote_ident(first.tenant_tag),
+                quote_literal(first.tenant_id), first.start, first.end))
 
 
 class Progress:
@@ -63,10 +71,10 @@ class Progress:
             self._bar = tqdm(total=total, unit='pt', unit_scale=True,
                              desc='migrating', dynamic_ncols=True)
 
-    def advance(self, points: int) -> None:
+    def advance(self, points: int, chunks: int = 1) -> None:
         with self._lock:
             self.points += points
-            self.done += 1
+            self.done += chunks
             if self._bar is not None:
                 self._bar.update(points)
             elif time.monotonic() >= self._next or self.done == self.chunks:
@@ -87,7 +95,8 @@ class Progress:
 class Copier:
     def __init__(self, writer: InfluxWriter, placements: PlacementMap,
                  source_server: Server, checkpoint: Checkpoint,
-                 workers: int = 2) -> None:
+                 workers: int = 2, chunk_points: int = 1_000_000) -> None:
+        self.chunk_points = chunk_points
         self.writer = writer
         self.placements = placements
         self.source_server = source_server
@@ -106,36 +115,40 @@ class Copier:
         failed_scopes = set()
         done_until = plan.plan_time + 1
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            futures = {pool.submit(self._copy, plan.source, c): c
-                       for c in plan.chunks}
+            futures = {pool.submit(self._copy, plan.source, job): job
+                       for job in jobs(plan.chunks, self.chunk_points)}
             for future in concurrent.futures.as_completed(futures):
-                chunk = futures[future]
-                scope = measurement_key(plan.source, chunk.source_rp,
-                                        chunk.measurement)
+                job = futures[future]
                 try:
                     written = future.result()
                 except Exception as exc:  # noqa: BLE001 - reported
-                    LOG.error('chunk %s %s/%s [%d, %d) failed: %s',
-                              chunk.source_rp, chunk.measurement,
-                              chunk.tenant_id, chunk.start, chunk.end, exc)
-                    self.failures.append((chunk, str(exc)))
-                    failed_scopes.add(scope)
+                    LOG.error('copying %s of tenant %s [%d, %d) failed: %s',
+                              ', '.join(repr(c.measurement) for c in job),
+                              job[0].tenant_id, job[0].start, job[0].end, exc)
+                    self.failures.extend((c, str(exc)) for c in job)
                     written = 0
-                else:
-                    self.checkpoint.mark(chunk.key, chunk.start,
-                                         min(chunk.end, done_until))
-                progress.advance(written)
-                outstanding[scope] -= 1
-                if outstanding[scope] == 0 and scope not in failed_scopes:
-                    self.checkpoint.mark(scope, plan.lower, done_until)
+                progress.advance(written, len(job))
+                for chunk in job:
+                    scope = measurement_key(plan.source, chunk.source_rp,
+                                            chunk.measurement)
+                    if future.exception() is None:
+                        self.checkpoint.mark(chunk.key, chunk.start,
+                                             min(chunk.end, done_until))
+                    else:
+                        failed_scopes.add(scope)
+                    outstanding[scope] -= 1
+                    if outstanding[scope] == 0 and \
+                            scope not in failed_scopes:
+                        self.checkpoint.mark(scope, plan.lower, done_until)
         for scope in plan.scopes:
             if scope not in outstanding and scope not in failed_scopes:
                 self.checkpoint.mark(scope, plan.lower, done_until)
 
-    def _copy(self, source: str, chunk: Chunk) -> int:
+    def _copy(self, source: str, job: list[Chunk]) -> int:
+        chunk = job[0]
         target_rp = self.placements.target_policy(chunk.tenant_id,
                                                   chunk.source_rp)
-        statement = copy_statement(source, chunk, target_rp)
+        statement = copy_statement(source, job, target_rp)
         for attempt in range(3):
             results = self.writer.run(self.source_server, statement)
             result = results[0] if results else {}
