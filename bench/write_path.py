@@ -180,7 +180,7 @@ def main():
             # Warm up: databases exist, as in a running system.
             host_loop(ours(), make_messages(tenants, tenants, base),
                       args.batch)
-            for rep in range(args.repeat):
+            for _ in range(args.repeat):
                 for name, factory in (('ours', ours), ('upstream', upstream)):
                     base += args.records + 1
                     msgs = make_messages(args.records, tenants, base)

@@ -82,10 +82,10 @@ class InfluxWriter:
             if not self.schema.known(p):
                 by_server.setdefault(p.server, []).append(p)
         for server, group in by_server.items():
+            def create(server=server, group=group):
+                self.schema.ensure(group, lambda q: self.query(server, q))
             self.retrying(server, 'creating %d database(s)' % len(group),
-                          lambda: self.schema.ensure(
-                              group, lambda q: self.query(server, q)),
-                          tenant=group[0].tenant_id)
+                          create, tenant=group[0].tenant_id)
 
     # -- writing -----------------------------------------------------------
 

@@ -165,7 +165,7 @@ class Migration:
             self.source, unit=conf.migrate_time_unit,
             start_offset=conf.migrate_start_time_offset,
             end_offset=conf.migrate_end_time_offset, skip=skip,
-            chunk_points=conf.chunk_points)
+            chunk_points=conf.chunk_points, workers=conf.workers)
 
     def run(self) -> int:
         c = self.conf
@@ -231,7 +231,7 @@ class Migration:
                 quote_ident(p.database),
                 'default policy %s, %s' % (rp.name, rp.duration) if rp
                 else 'server default retention'))
-        for tenant, reason in sorted(plan.refused_tenants.items()):
+        for _, reason in sorted(plan.refused_tenants.items()):
             lines.append('  left in place, refused by the mapping: %s' %
                          reason)
         for measurement in sorted(set(plan.untagged)):

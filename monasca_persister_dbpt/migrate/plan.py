@@ -8,6 +8,7 @@ ten-year range over a few weeks of data costs a few queries, not thousands.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import re
@@ -123,7 +124,8 @@ class Planner:
                  end_offset: int = 520,
                  skip: Iterable[re.Pattern] = (),
                  chunk_points: int = 1_000_000,
-                 plan_time: Optional[int] = None) -> None:
+                 plan_time: Optional[int] = None, workers: int = 1) -> None:
+        self.workers = workers
         self._run = run            # callable(statement) -> results
         self.placements = placements
         self.source = source
@@ -232,9 +234,20 @@ class Planner:
         """
         plan = Plan(self.source, self.plan_time, self.lower, self.upper)
         measurements = self.measurements()
-        for rp in self.policies():
-            for measurement in measurements:
-                self._plan_measurement(plan, rp, measurement, done)
+        work = [(rp, m) for rp in self.policies() for m in measurements]
+
+        def one(item):
+            part = Plan(self.source, self.plan_time, self.lower, self.upper)
+            self._plan_measurement(part, item[0], item[1], done)
+            return part
+        # The count queries dominate planning; influxd runs them in parallel.
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+            for part in pool.map(one, work):
+                plan.chunks.extend(part.chunks)
+                plan.untagged.extend(part.untagged)
+                plan.scopes |= part.scopes
+                for tenant, reason in part.refused_tenants.items():
+                    plan.refused_tenants.setdefault(tenant, reason)
         return plan
 
     def _tenants(self, measurement: str, tenant_tag: str) -> list[str]:

@@ -87,8 +87,7 @@ def verify(planner: Planner, run_target) -> Report:
         by_db[placement.database].append((key, placement, field, tag, lower))
     for database, items in by_db.items():
         statements = []
-        for (measurement, tenant, policy), placement, field, tag, lower in \
-                items:
+        for (measurement, tenant, policy), _, field, tag, lower in items:
             statements.append(
                 'SELECT count(%s) FROM %s.%s.%s WHERE %s = %s AND time >= %d '
                 'AND time <= %d' % (
@@ -97,7 +96,7 @@ def verify(planner: Planner, run_target) -> Report:
                     quote_ident(measurement), quote_ident(tag),
                     quote_literal(tenant), lower, upper))
         results = run_target(items[0][1], ';'.join(statements))
-        for (key, placement, *_), result in zip(items, results):
+        for (key, *_), result in zip(items, results):
             series = result.get('series') or []
             got = series[0]['values'][0][1] if series and \
                 series[0].get('values') else 0

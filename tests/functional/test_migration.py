@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from tests import servers
 
 NOW_MS = int(time.time() * 1000)
 DAY_MS = 86400 * 1000

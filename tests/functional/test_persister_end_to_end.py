@@ -194,7 +194,7 @@ def test_sigkill_of_the_persister_mid_stream_loses_nothing(
         for _ in range(3):
             proc = persister(batch_size=500)
             before = sum(counts(influx, '"cpu.idle_perc"', 'value').values())
-            wait_until(lambda: sum(counts(
+            wait_until(lambda before=before: sum(counts(
                 influx, '"cpu.idle_perc"', 'value').values()) > before, 60,
                 interval=0.2)
             time.sleep(rnd.uniform(0.5, 3))
