@@ -17,7 +17,7 @@ def metric(tenant: str, name: str = 'cpu.idle_perc',
                        'timestamp': timestamp, 'value': value,
                        'value_meta': value_meta},
             'meta': {'tenantId': tenant, 'region': region},
-            'creation_time': int(timestamp / 1000)}
+            'creation_time': 1700000000}
 
 
 def alarm(tenant: str, alarm_id: str = 'alarm-1', timestamp: int = 0,

@@ -30,4 +30,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 echo "setup: installing the package and its test dependencies" >&2
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test,docs]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,docs]' \
+    2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)

@@ -1,11 +1,16 @@
-"""Line protocol for the hot path, byte-compatible with monasca-persister.
+"""Line protocol for the hot path, compatible with monasca-persister.
 
 influxdb-python's ``make_lines`` is general but slow per point, so the
-escaping here is the host's own rules (measurement, tag keys and values
-escape ``\\``, space, ``,`` and ``=``; string fields escape ``\\``, ``"`` and
-newline) plus the checks the host lacks: the line protocol cannot carry a
-control character in a name, an empty tag value or the tag key ``time``, and
-such a record is refused with a reason instead of failing the whole request.
+escaping here is written out: measurement, tag keys and tag values escape
+space, ``,`` and ``=``; string fields escape ``\\``, ``"`` and newline, as
+the host does. One deliberate difference: the host also doubles every
+backslash in names, but InfluxDB 1.x never unescapes ``\\\\`` there, so the
+host stores ``a\\\\b`` for ``a\\b`` and monasca-api cannot find it; we write
+backslashes as they are. On top, the checks the host lacks: the line
+protocol cannot carry a control character in a name, a name ending in a
+backslash, a measurement mixing a backslash with escaped characters, an
+empty tag value or the tag key ``time``, and such a record is refused with
+a reason instead of failing the whole request.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ MIN_TIME_MS = -9223372036854
 MAX_TIME_MS = 9223372036854
 
 _CONTROL = re.compile(r'[\x00-\x1f\x7f]')
-_NAME_SPECIAL = re.compile(r'[\\ ,=]')
+_NAME_SPECIAL = re.compile(r'[ ,=]')
 _CACHE_LIMIT = 200000
 _escaped: dict[str, str] = {}
+_measurements: dict[str, str] = {}
+_MEASUREMENT_GARBLED = re.compile(r'[ ,="]')
 
 
 class InvalidPoint(ValueError):
@@ -46,14 +53,39 @@ def escape_name(text: str, what: str = 'name') -> str:
     if bad:
         raise InvalidPoint('%s %r contains the control character %r'
                            % (what, text[:80], bad.group()))
+    if text[-1] == '\\':
+        raise InvalidPoint('%s %r ends with a backslash, which the line '
+                           'protocol cannot carry' % (what, text[:80]))
     if _NAME_SPECIAL.search(text):
-        escaped = (text.replace('\\', '\\\\').replace(' ', '\\ ')
-                   .replace(',', '\\,').replace('=', '\\='))
+        escaped = (text.replace(' ', '\\ ').replace(',', '\\,')
+                   .replace('=', '\\='))
     else:
         escaped = text
     if len(_escaped) >= _CACHE_LIMIT:
         _escaped.clear()
     _escaped[text] = escaped
+    return escaped
+
+
+def escape_measurement(text: str) -> str:
+    """Escape a measurement name like a tag, refusing what 1.x garbles.
+
+    InfluxDB 1.x unescapes measurement names irregularly once a backslash
+    meets an escaped character (``a\\\\"z`` is stored as ``a"z``), so a name
+    holding both a backslash and a space, comma, ``=`` or ``"`` cannot be
+    stored as sent and is refused.
+    """
+    escaped = _measurements.get(text)
+    if escaped is None:
+        escaped = escape_name(text, 'measurement')
+        if '\\' in text and _MEASUREMENT_GARBLED.search(text):
+            raise InvalidPoint(
+                'measurement %r has a backslash together with a space, '
+                'comma, "=" or quote, which InfluxDB 1.x does not store as '
+                'sent' % text[:80])
+        if len(_measurements) >= _CACHE_LIMIT:
+            _measurements.clear()
+        _measurements[text] = escaped
     return escaped
 
 
@@ -97,7 +129,7 @@ def format_time_ms(timestamp) -> str:
 
 def series_key(measurement: str, tags: dict) -> str:
     """``measurement,k=v,...`` with tags sorted, as the host sends them."""
-    parts = [escape_name(measurement, 'measurement')]
+    parts = [escape_measurement(measurement)]
     for key in sorted(tags):
         if key == 'time':
             raise InvalidPoint('tag key "time" is refused by InfluxDB')

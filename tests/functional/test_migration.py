@@ -206,6 +206,7 @@ def test_delta_run_copies_only_what_arrived_meanwhile(
 def test_kill_dash_nine_then_resume_skips_only_finished_chunks(
         influx, persister_conf, tmp_path):
     seed(influx, weeks=3)
+    before = snapshot(influx)
     exe = os.path.join(os.path.dirname(sys.executable),
                        'monasca-persister-dbpt-migrate')
     checkpoint = tmp_path / 'migrate-checkpoint.jsonl'
@@ -234,6 +235,7 @@ def test_kill_dash_nine_then_resume_skips_only_finished_chunks(
     out = migrate(persister_conf, *args[3:], '--verify', cwd=tmp_path,
                   check=0).stdout
     assert 'MISMATCH' not in out
+    assert snapshot(influx) == before
 
 
 def test_verify_reports_a_missing_point_and_exits_non_zero(
