@@ -216,3 +216,34 @@ def test_influxdb_down_twice_mid_stream_the_persister_rides_it_out(
     assert proc.alive(), proc.logtext()[-3000:]
     log = proc.logtext()
     assert 'retry' in log and 'Received signal' not in log
+
+
+def test_one_tenants_permanent_errors_do_not_touch_the_others(
+        influx, broker, topics, persister):
+    # Someone wrote "value" as a string into tenant-two's database: every
+    # point of ours there is a field type conflict, for good.
+    influx.query('CREATE DATABASE "mon_tenant-two"')
+    # (Field types are per shard: the point must share ours.)
+    influx.write('mon_tenant-two', ['cpu.idle_perc,hostname=x value="text" %d'
+                                    % NOW])
+    wave = [records.encode(records.metric(t, timestamp=NOW - i, value=i))
+            for i in range(100) for t in TENANTS]
+    produce(broker, topics['metrics_topic'], wave)
+    proc = persister(batch_size=50)
+    ok = {'mon_' + t: 100 for t in TENANTS if t != 'tenant-two'}
+
+    def others():
+        got = counts(influx, '"cpu.idle_perc"', 'value')
+        return {db: n for db, n in got.items() if db != 'mon_tenant-two'}
+    assert wait_until(lambda: others() == ok, 60), proc.logtext()[-2000:]
+    # An operator drops another tenant's database mid-run: it comes back.
+    influx.query('DROP DATABASE "mon_tenant_3"')
+    produce(broker, topics['metrics_topic'], [
+        records.encode(records.metric(t, timestamp=NOW + 1 + i, value=i))
+        for i in range(20) for t in TENANTS])
+    ok = {'mon_a1b2c3d4e5f60718293a4b5c6d7e8f90': 120, 'mon_tenant_3': 20}
+    assert wait_until(lambda: others() == ok, 60), proc.logtext()[-2000:]
+    assert proc.alive()
+    log = proc.logtext()
+    assert 'field_type_conflict' in log and 'tenant-two' in log
+    assert counts(influx, '"cpu.idle_perc"', 'value')['mon_tenant-two'] == 1
