@@ -32,6 +32,9 @@ function configure_monasca_persister_dbpt {
     if [[ -n "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES" ]]; then
         iniset "$conf" dbpt retention_overrides "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES"
     fi
+    if [[ -n "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS" ]]; then
+        iniset "$conf" dbpt retention_tiers "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS"
+    fi
     if [[ -n "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN" ]]; then
         iniset "$conf" dbpt tenant_id_pattern "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN"
     fi
@@ -57,6 +60,7 @@ function unconfigure_monasca_persister_dbpt {
         inidelete "$conf" dbpt commit_guard
         inidelete "$conf" dbpt retention_overrides
         inidelete "$conf" dbpt tenant_id_pattern
+        inidelete "$conf" dbpt retention_tiers
     fi
     if [[ -f "$MONASCA_API_CONF" ]]; then
         inidelete "$MONASCA_API_CONF" influxdb db_per_tenant

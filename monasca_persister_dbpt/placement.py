@@ -67,11 +67,31 @@ class RetentionPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tier:
+    """A downsampled copy of the raw data: means of ``value`` per interval,
+    kept in a policy of its own (``tier_<interval>``) and filled by a
+    continuous query (``dbpt_tier_<interval>``)."""
+
+    interval: str
+    policy: RetentionPolicy
+
+    @property
+    def cq_name(self) -> str:
+        return 'dbpt_' + self.policy.name
+
+    @property
+    def seconds(self) -> int:
+        unit = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+        return int(self.interval[:-1]) * unit[self.interval[-1]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Placement:
     tenant_id: str
     server: Server
     database: str
     retention: Optional[RetentionPolicy]
+    tiers: tuple = ()
 
 
 def parse_duration(text: str, bare_unit: str = 'h') -> RetentionPolicy:
@@ -91,6 +111,44 @@ def parse_duration(text: str, bare_unit: str = 'h') -> RetentionPolicy:
         raise InvalidDuration(
             'retention %r is shorter than InfluxDB\'s minimum of 1h' % (text,))
     return RetentionPolicy(name='%d%s' % (number, unit), hours=hours)
+
+
+_INTERVAL = re.compile(r'(\d+)([smhdw])')
+
+
+def parse_tiers(items) -> tuple:
+    """``5m:4w,1h:260w`` (or its list) -> tiers, shortest interval first."""
+    if isinstance(items, str):
+        items = [p for p in (i.strip() for i in items.split(',')) if p]
+    tiers = {}
+    for item in items:
+        interval, sep, duration = str(item).strip().partition(':')
+        match = _INTERVAL.fullmatch(interval.strip())
+        if not sep or not match or int(match.group(1)) < 1:
+            raise InvalidDuration('retention tier %r is not <interval>:<dura'
+                                  'tion>, e.g. 5m:4w (interval units s, m, '
+                                  'h, d, w)' % (item,))
+        rp = parse_duration(duration)
+        name = 'tier_' + interval.strip()
+        tiers[name] = Tier(interval.strip(), dataclasses.replace(rp,
+                                                                 name=name))
+    return tuple(sorted(tiers.values(), key=lambda t: t.seconds))
+
+
+def parse_tenant_tiers(lines) -> dict:
+    """``project=5m:8w,1h:inf`` lines (``project=`` for none) -> tiers."""
+    result = {}
+    for line in lines or ():
+        tenant, sep, spec = str(line).partition('=')
+        if not sep or not tenant.strip():
+            raise InvalidDuration('tenant tiers %r is not project=<tiers>'
+                                  % (line,))
+        try:
+            result[tenant.strip()] = parse_tiers(spec)
+        except InvalidDuration as exc:
+            raise InvalidDuration('project %s: %s' % (tenant.strip(), exc)) \
+                from None
+    return result
 
 
 def parse_overrides(items: Mapping[str, str] | str,
@@ -136,7 +194,11 @@ class PlacementMap:
                  default_retention_hours: int = 0,
                  retention_overrides: Optional[Mapping[str, RetentionPolicy]] = None,
                  shard_duration: Optional[str] = None,
-                 server: Server = Server('127.0.0.1')) -> None:
+                 server: Server = Server('127.0.0.1'),
+                 tiers: tuple = (),
+                 tenant_tiers: Optional[Mapping[str, tuple]] = None) -> None:
+        self.tiers = tiers
+        self.tenant_tiers = dict(tenant_tiers or {})
         self.database_name = database_name
         self.db_per_tenant = db_per_tenant
         self.database_template = database_template
@@ -174,6 +236,8 @@ class PlacementMap:
             default_retention_hours=influx.default_retention_hours,
             retention_overrides=parse_overrides(dbpt.retention_overrides),
             shard_duration=dbpt.shard_duration,
+            tiers=parse_tiers(dbpt.retention_tiers),
+            tenant_tiers=parse_tenant_tiers(dbpt.tenant_tiers),
             server=Server(host=influx.ip_address or '127.0.0.1',
                           port=influx.port, ssl=influx.ssl,
                           verify_ssl=influx.verify_ssl, user=influx.user,
@@ -206,6 +270,11 @@ class PlacementMap:
             return self.overrides[tenant_id]
         return self.default_retention
 
+    def tiers_for(self, tenant_id: str) -> tuple:
+        if not self.db_per_tenant:
+            return self.tiers
+        return self.tenant_tiers.get(tenant_id, self.tiers)
+
     def server_for(self, tenant_id: str) -> Server:
         # One server today; issue 7 places tenants on several.
         return self.default_server
@@ -226,7 +295,8 @@ class PlacementMap:
             database = self.database_for(tenant_id)
             check_database_name(database)
             placement = Placement(tenant_id, self.server_for(tenant_id),
-                                  database, self.retention_for(tenant_id))
+                                  database, self.retention_for(tenant_id),
+                                  self.tiers_for(tenant_id))
             if len(self._cache) >= 100000:
                 self._cache.clear()
             self._cache[tenant_id] = placement

@@ -56,6 +56,18 @@ def influx_conf(conf, influx):
     return conf
 
 
+@pytest.fixture
+def persister_conf(influx, tmp_path):
+    """A persister.conf for the migration tool, pointing at the test influxd."""
+    path = tmp_path / 'persister.conf'
+    path.write_text(
+        '[DEFAULT]\nlog_file = %s\n\n[influxdb]\ndatabase_name = mon\n'
+        'db_per_tenant = True\nip_address = %s\nport = %d\n'
+        'default_retention_hours = 0\n\n[dbpt]\nretry_timeout = 10\n'
+        % (tmp_path / 'migrate.log', influx.host, influx.port))
+    return str(path)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'functional' in str(item.fspath):

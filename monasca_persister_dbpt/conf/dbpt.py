@@ -34,6 +34,17 @@ placement_opts = [
                      'Units h, d, w (a bare number is hours), or "inf". The '
                      'policy is named after its duration, like upstream\'s '
                      '"<N>h" for default_retention_hours.'),
+    cfg.ListOpt('retention_tiers', default=[],
+                help='Downsampled tiers beside the raw data, as '
+                     '<interval>:<duration>, e.g. "5m:4w,1h:260w": means of '
+                     'value per 5 minutes kept 4 weeks, per hour kept 260 '
+                     'weeks. Each tier is a policy tier_<interval> filled by '
+                     'a continuous query dbpt_tier_<interval>; both are '
+                     'created with every tenant database and reconciled on '
+                     'existing ones. Interval units s, m, h, d, w.'),
+    cfg.MultiStrOpt('tenant_tiers', default=[],
+                    help='Per-tenant tiers, one line per project: '
+                         '"project=5m:8w,1h:inf"; "project=" for none.'),
     cfg.StrOpt('shard_duration',
                help='Shard group duration of the policies this package '
                     'creates (for example "1d"). Unset: InfluxDB chooses from '

@@ -13,7 +13,9 @@ from influxdb.line_protocol import quote_ident, quote_literal
 from monasca_persister_dbpt.placement import RetentionPolicy
 
 __all__ = ['quote_ident', 'quote_literal', 'create_database',
-           'alter_default_policy', 'create_default_policy',
+           'alter_default_policy', 'create_default_policy', 'create_policy',
+           'alter_policy', 'downsample', 'create_continuous_query',
+           'drop_continuous_query',
            'show_policies']
 
 
@@ -52,6 +54,38 @@ def alter_default_policy(database: str, existing_name: str,
 def create_default_policy(database: str, rp: RetentionPolicy) -> str:
     return 'CREATE RETENTION POLICY %s ON %s %s REPLICATION 1 DEFAULT' % (
         quote_ident(rp.name), quote_ident(database), _durations(rp))
+
+
+def create_policy(database: str, rp: RetentionPolicy) -> str:
+    return 'CREATE RETENTION POLICY %s ON %s %s REPLICATION 1' % (
+        quote_ident(rp.name), quote_ident(database), _durations(rp))
+
+
+def alter_policy(database: str, rp: RetentionPolicy) -> str:
+    return 'ALTER RETENTION POLICY %s ON %s %s' % (
+        quote_ident(rp.name), quote_ident(database), _durations(rp))
+
+
+def downsample(database: str, tier, source_rp: str = '') -> str:
+    """Means of ``value`` per interval, tags kept, into the tier's policy."""
+    return ('SELECT mean("value") AS "value" INTO %s.%s.:MEASUREMENT '
+            'FROM %s.%s./.*/' % (quote_ident(database),
+                                  quote_ident(tier.policy.name),
+                                  quote_ident(database),
+                                  quote_ident(source_rp) if source_rp
+                                  else ''))
+
+
+def create_continuous_query(database: str, tier) -> str:
+    """The tier's CQ; reads the default policy, where the persister writes."""
+    return 'CREATE CONTINUOUS QUERY %s ON %s BEGIN %s GROUP BY time(%s), * ' \
+        'END' % (quote_ident(tier.cq_name), quote_ident(database),
+                 downsample(database, tier), tier.interval)
+
+
+def drop_continuous_query(database: str, name: str) -> str:
+    return 'DROP CONTINUOUS QUERY %s ON %s' % (quote_ident(name),
+                                               quote_ident(database))
 
 
 def show_policies(database: str) -> str:

@@ -24,7 +24,6 @@ LOG = logging.getLogger(__name__)
 STATEMENTS_PER_REQUEST = 500
 
 _CONFLICT = 'retention policy conflicts with an existing policy'
-_NOT_EXECUTED = 'not executed'
 _DURATION_PART = re.compile(r'(\d+)([hms])')
 
 
@@ -79,11 +78,16 @@ class Schema:
             if not todo:
                 return
             existing = self._databases(query)
+            known_before = [p for p in todo.values()
+                            if p.database in existing]
             pending = [p for p in todo.values()
-                       if p.database not in existing or p.retention]
-            for start in range(0, len(pending), STATEMENTS_PER_REQUEST):
-                self._create(pending[start:start + STATEMENTS_PER_REQUEST],
-                             query, existing)
+                       if p.database not in existing or p.retention
+                       or p.tiers]
+            steps = [step for p in pending for step in self._steps(p)]
+            for start in range(0, len(steps), STATEMENTS_PER_REQUEST):
+                self._run(steps[start:start + STATEMENTS_PER_REQUEST],
+                          query, existing)
+            self._drop_removed_tiers(known_before, query)
             for p in todo.values():
                 self._known.add((p.server.url, p.database))
 
@@ -95,32 +99,94 @@ class Schema:
         values = [v for s in result.get('series', []) for v in s.get('values') or []]
         return {v[0] for v in values}
 
-    def _create(self, batch: list, query: Query, existing: set) -> None:
-        while batch:
-            results = query(';'.join(influxql.create_database(p.database,
-                                                              p.retention)
-                                     for p in batch))
-            rest = []
-            for p, result in zip(batch, results):
-                error = result.get('error')
-                if error is None:
-                    if p.database not in existing:
-                        existing.add(p.database)
-                        LOG.info('created database %s for tenant %s (%s)',
-                                 p.database, p.tenant_id,
-                                 p.retention.duration if p.retention
-                                 else 'server default retention')
-                        if self._stats is not None:
-                            self._stats.add(p.tenant_id, 'databases_created')
-                elif error == _NOT_EXECUTED:
-                    rest.append(p)
-                elif error == _CONFLICT:
-                    self._reconcile(p, query)
-                else:
-                    raise SchemaError('creating database %s: %s'
-                                      % (p.database, error))
-            # A failing statement stops the ones after it; send those again.
-            batch = rest + batch[len(results):]
+    @staticmethod
+    def _steps(p: Placement) -> list:
+        """(placement, kind, tier, statement) to bring one database up."""
+        steps = [(p, 'database', None,
+                  influxql.create_database(p.database, p.retention))]
+        for tier in p.tiers:
+            steps.append((p, 'tier policy', tier,
+                          influxql.create_policy(p.database, tier.policy)))
+            steps.append((p, 'tier query', tier,
+                          influxql.create_continuous_query(p.database, tier)))
+        return steps
+
+    def _run(self, steps: list, query: Query, existing: set) -> None:
+        """Send the steps in one request; on a failure, find out why.
+
+        InfluxDB 1.x stops a multi-statement request at the first failing
+        statement and reports it only as "not executed" (the statements
+        after it are not reported at all), so that one is sent again alone
+        to learn its real error, handled, and the rest sent again.
+        """
+        while steps:
+            results = query(';'.join(step[3] for step in steps))
+            if not results:
+                raise SchemaError('no answer to %s' % steps[0][3][:200])
+            failed = next((i for i, r in enumerate(results) if 'error' in r),
+                          len(results))
+            for step in steps[:failed]:
+                self._settle(step, None, query, existing)
+            if failed < len(results):
+                step = steps[failed]
+                alone = query(step[3])
+                self._settle(step, alone[0].get('error') if alone else None,
+                             query, existing)
+                failed += 1
+            steps = steps[failed:]
+
+    def _settle(self, step, error, query: Query, existing: set) -> None:
+        p, kind, tier, statement = step
+        if error is None:
+            if kind == 'database' and p.database not in existing:
+                existing.add(p.database)
+                LOG.info('created database %s for tenant %s (%s)',
+                         p.database, p.tenant_id,
+                         p.retention.duration if p.retention
+                         else 'server default retention')
+                if self._stats is not None:
+                    self._stats.add(p.tenant_id, 'databases_created')
+            return
+        if kind == 'database' and error == _CONFLICT:
+            self._reconcile(p, query)
+        elif kind == 'tier policy' and 'already exists' in error:
+            self._must(query, influxql.alter_policy(p.database, tier.policy))
+            LOG.warning('tier %s of database %s now keeps %s', tier.interval,
+                        p.database, tier.policy.duration)
+        elif kind == 'tier query' and 'already exists' in error:
+            # Continuous queries cannot be altered: drop and create.
+            self._must(query, influxql.drop_continuous_query(p.database,
+                                                             tier.cq_name))
+            self._must(query, statement)
+            LOG.warning('continuous query %s of database %s replaced',
+                        tier.cq_name, p.database)
+        else:
+            raise SchemaError('%s: %s' % (statement[:200], error))
+
+    def _drop_removed_tiers(self, placements: list, query: Query) -> None:
+        """Drop our continuous queries whose tier is no longer configured
+        (their policies and data are kept)."""
+        if not placements:
+            return
+        wanted = {p.database: {t.cq_name for t in p.tiers} for p in placements}
+        result = query('SHOW CONTINUOUS QUERIES')[0]
+        for series in result.get('series', []):
+            database = series.get('name')
+            if database not in wanted:
+                continue
+            for name, _ in series.get('values') or []:
+                if name.startswith('dbpt_') and name not in wanted[database]:
+                    self._must(query, influxql.drop_continuous_query(
+                        database, name))
+                    LOG.warning('continuous query %s of database %s dropped: '
+                                'its tier is no longer configured', name,
+                                database)
+
+    @staticmethod
+    def _must(query: Query, statement: str) -> None:
+        result = query(statement)[0]
+        if 'error' in result:
+            raise SchemaError('%s: %s' % (statement[:200], result['error']))
 
     def _reconcile(self, p: Placement, query: Query) -> None:
         result = query(influxql.show_policies(p.database))[0]

@@ -73,7 +73,10 @@ class InfluxWriter:
             raise _Transient(None, str(exc)) from exc
         if response.status_code != 200:
             raise _Transient(response.status_code, response.text)
-        return response.json().get('results', [])
+        body = response.json()
+        if 'error' in body:  # the request as a whole was refused
+            raise SchemaError('%s: %s' % (statements[:200], body['error']))
+        return body.get('results', [])
 
     def ensure(self, placements: Iterable[Placement]) -> None:
         """Create every database of *placements* not known to exist yet."""

@@ -227,10 +227,12 @@ class Migration:
             if p.database in existing:
                 continue
             rp = p.retention
-            lines.append('  create database %s (%s)' % (
+            lines.append('  create database %s (%s%s)' % (
                 quote_ident(p.database),
                 'default policy %s, %s' % (rp.name, rp.duration) if rp
-                else 'server default retention'))
+                else 'server default retention',
+                ''.join('; tier %s kept %s' % (t.interval, t.policy.duration)
+                        for t in p.tiers)))
         for _, reason in sorted(plan.refused_tenants.items()):
             lines.append('  left in place, refused by the mapping: %s' %
                          reason)

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Optional
 
+from monasca_persister_dbpt.influx.influxql import downsample
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
 from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
@@ -143,6 +144,38 @@ class Copier:
         for scope in plan.scopes:
             if scope not in outstanding and scope not in failed_scopes:
                 self.checkpoint.mark(scope, plan.lower, done_until)
+        self._backfill_tiers(plan)
+
+    def _backfill_tiers(self, plan: Plan) -> None:
+        """Fill the tenants' tiers from the raw points just copied: a
+        continuous query only ever computes its latest interval."""
+        failed = {c.placement.database for c, _ in self.failures if c}
+        spans: dict = {}
+        for c in plan.chunks:
+            p = c.placement
+            if p.tiers and p.database not in failed:
+                lo, hi, _ = spans.get(p.database, (c.start, c.end, p))
+                spans[p.database] = (min(lo, c.start), max(hi, c.end), p)
+        for database, (lo, hi, placement) in spans.items():
+            hi = min(hi, plan.plan_time + 1)
+            for tier in placement.tiers:
+                step = tier.seconds * 1_000_000_000
+                start = lo
+                if tier.policy.hours:
+                    start = max(start, plan.plan_time -
+                                tier.policy.hours * 3600 * 1_000_000_000)
+                start -= start % step
+                statement = '%s WHERE time >= %d AND time < %d GROUP BY ' \
+                    'time(%s), *' % (downsample(database, tier), start, hi,
+                                     tier.interval)
+                result = self.writer.run(placement.server, statement)[0]
+                if 'error' in result:
+                    LOG.error('backfilling tier %s of %s: %s', tier.interval,
+                              database, result['error'])
+                    self.failures.append((None, result['error']))
+                else:
+                    LOG.info('backfilled tier %s of %s', tier.interval,
+                             database)
 
     def _copy(self, source: str, job: list[Chunk]) -> int:
         chunk = job[0]

@@ -73,17 +73,6 @@ def count(influx, db, measurement, where=''):
                default=0) if rows else 0
 
 
-@pytest.fixture
-def persister_conf(influx, tmp_path):
-    path = tmp_path / 'persister.conf'
-    path.write_text(
-        '[DEFAULT]\nlog_file = %s\n\n[influxdb]\ndatabase_name = mon\n'
-        'db_per_tenant = True\nip_address = %s\nport = %d\n'
-        'default_retention_hours = 0\n\n[dbpt]\nretry_timeout = 10\n'
-        % (tmp_path / 'migrate.log', influx.host, influx.port))
-    return str(path)
-
-
 def migrate(conf_path, *args, cwd=None, check=None, timeout=300):
     exe = os.path.join(os.path.dirname(sys.executable),
                        'monasca-persister-dbpt-migrate')

@@ -200,3 +200,20 @@ def test_influxdb_back_within_the_bound_loses_nothing(influx_conf, influx):
         restarter.join()
     assert _count(influx, 'mon_t') == 50
     assert repo.stats.total('retries') >= 1
+
+
+def test_a_changed_policy_amid_a_batch_of_databases_is_altered(
+        influx_conf, influx):
+    # InfluxDB reports a failing statement of a multi-statement request only
+    # as "not executed"; the schema must still find and settle it.
+    influx_conf.set_override('default_retention_hours', 24, 'influxdb')
+    _feed(MetricsRepository(influx_conf), [
+        records.metric(t, timestamp=NOW) for t in ('a', 'b', 'c')])
+    influx_conf.set_override('retention_overrides', {'b': '2d'}, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric(t, timestamp=NOW + 1)
+                 for t in ('a', 'b', 'c', 'd')])
+    assert _default_policy(influx, 'mon_b') == ('24h', '48h0m0s')
+    assert _default_policy(influx, 'mon_d') == ('24h', '24h0m0s')
+    assert [_count(influx, 'mon_' + t) for t in 'abcd'] == [2, 2, 2, 1]
+    assert repo.stats.total('policies_altered') == 1

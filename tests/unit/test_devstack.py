@@ -70,7 +70,8 @@ def test_install_phase_installs_the_package(confs):
 def test_post_config_switches_persister_and_api_to_db_per_tenant(confs):
     run_phase(confs, 'stack', 'post-config',
               MONASCA_PERSISTER_DBPT_RETENTION_HOURS='72',
-              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w,p2:1d')
+              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w,p2:1d',
+              MONASCA_PERSISTER_DBPT_RETENTION_TIERS='5m:4w,1h:260w')
     persister = read(confs / 'persister.conf')
     assert persister['repositories']['metrics_driver'] == \
         'monasca_persister_dbpt.repositories.metrics:MetricsRepository'
@@ -80,6 +81,7 @@ def test_post_config_switches_persister_and_api_to_db_per_tenant(confs):
     assert persister['influxdb']['default_retention_hours'] == '72'
     assert persister['influxdb']['database_name'] == 'mon'  # kept
     assert persister['dbpt']['retention_overrides'] == 'p1:2w,p2:1d'
+    assert persister['dbpt']['retention_tiers'] == '5m:4w,1h:260w'
     assert persister['dbpt']['commit_guard'] == 'True'
     assert read(confs / 'api.conf')['influxdb']['db_per_tenant'] == 'True'
 

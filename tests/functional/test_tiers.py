@@ -1,0 +1,91 @@
+"""Retention tiers: policies and continuous queries on a real influxd (its
+CQ service checks every second in the test config)."""
+
+import time
+
+from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+from tests import records
+from tests.functional.test_migration import migrate
+
+
+def _feed(repo, recs):
+    batch = repo.data_points_class()
+    for rec in recs:
+        line, tenant = repo.process_message(
+            records.Message(records.encode(rec)))
+        batch.append(tenant, line)
+    repo.write_batch(batch)
+
+
+def _policies(influx, db):
+    return {r['name']: r['duration'] for r in influx.rows(
+        'SHOW RETENTION POLICIES ON "%s"' % db)}
+
+
+def _queries(influx, db):
+    return {r['name'] for r in influx.rows('SHOW CONTINUOUS QUERIES')
+            if r['_measurement'] == db}
+
+
+def test_tiers_are_created_with_the_database_and_filled_by_their_query(
+        influx_conf, influx):
+    influx_conf.set_override('default_retention_hours', 24, 'influxdb')
+    influx_conf.set_override('retention_tiers', ['5s:2d', '1h:1w'], 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    now = int(time.time() * 1000)
+    if now % 5000 > 3000:  # too close to the end of the interval
+        time.sleep((5000 - now % 5000) / 1000 + 0.1)
+        now = int(time.time() * 1000)
+    bucket = now - now % 5000
+    dims = {'hostname': 'h1'}
+    _feed(repo, [records.metric('t', timestamp=bucket + 10, value=2.0,
+                                dimensions=dims),
+                 records.metric('t', timestamp=bucket + 20, value=4.0,
+                                dimensions=dims)])
+    assert _policies(influx, 'mon_t') == {
+        '24h': '24h0m0s', 'tier_5s': '48h0m0s', 'tier_1h': '168h0m0s'}
+    assert _queries(influx, 'mon_t') == {'dbpt_tier_5s', 'dbpt_tier_1h'}
+    rows = []
+    deadline = time.monotonic() + 30
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = influx.rows('SELECT * FROM "tier_5s"."cpu.idle_perc" '
+                           'GROUP BY *', 'mon_t')
+    assert len(rows) == 1, rows
+    assert rows[0]['value'] == 3.0 and rows[0]['time'] == bucket
+    assert rows[0]['hostname'] == 'h1' and rows[0]['_tenant_id'] == 't'
+
+
+def test_changed_tiers_are_reconciled_on_existing_databases(
+        influx_conf, influx):
+    influx_conf.set_override('retention_tiers', ['1m:1d'], 'dbpt')
+    _feed(MetricsRepository(influx_conf), [records.metric('t', timestamp=1)])
+    # a longer tier, a new one: the policy is altered, the query added
+    influx_conf.set_override('retention_tiers', ['1m:2d', '1h:1w'], 'dbpt')
+    _feed(MetricsRepository(influx_conf), [records.metric('t', timestamp=2)])
+    assert _policies(influx, 'mon_t')['tier_1m'] == '48h0m0s'
+    assert _queries(influx, 'mon_t') == {'dbpt_tier_1m', 'dbpt_tier_1h'}
+    # per-tenant tiers win; a tier no longer wanted loses its query only
+    influx_conf.set_override('tenant_tiers', ['t=1h:1w'], 'dbpt')
+    _feed(MetricsRepository(influx_conf), [records.metric('t', timestamp=3)])
+    assert _queries(influx, 'mon_t') == {'dbpt_tier_1h'}
+    assert 'tier_1m' in _policies(influx, 'mon_t')
+
+
+def test_migration_creates_the_tiers_and_backfills_them(
+        influx, persister_conf, tmp_path):
+    influx.query('CREATE DATABASE mon')
+    now = int(time.time() * 1000)
+    minute = now - now % 60000 - 10 * 60000
+    lines = ['cpu.idle_perc,_region=r1,_tenant_id=ops,host=h value=%d,'
+             'value_meta="{}" %d' % (v, minute + i * 1000)
+             for i, v in enumerate((1, 2, 3, 6))]
+    influx.write('mon', lines)
+    with open(persister_conf, 'a') as handle:
+        handle.write('retention_tiers = 1m:1d\n')
+    migrate(persister_conf, '--verify', cwd=tmp_path, check=0)
+    rows = influx.rows('SELECT * FROM "tier_1m"."cpu.idle_perc" GROUP BY *',
+                       'mon_ops')
+    assert [(r['time'], r['value'], r['host']) for r in rows] == [
+        (minute, 3.0, 'h')]
+    assert _queries(influx, 'mon_ops') == {'dbpt_tier_1m'}
