@@ -9,8 +9,13 @@ in another tenant's database.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
+import os
 import re
-from typing import Mapping, Optional
+import time
+import urllib.parse
+from typing import Mapping, Optional, Sequence
 
 from oslo_config import cfg
 
@@ -21,6 +26,11 @@ _FORBIDDEN = re.compile(r'[/\\"\'\s\x00-\x1f\x7f-\x9f]')
 _MAX_NAME_BYTES = 255
 _DURATION = re.compile(r'(\d+)([hdw]?)')
 _UNIT_HOURS = {'h': 1, 'd': 24, 'w': 24 * 7}
+
+
+LOG = logging.getLogger(__name__)
+#: Seconds between two looks at the tenant servers file.
+SERVERS_FILE_CHECK = 10.0
 
 
 class InvalidTenantId(ValueError):
@@ -172,6 +182,16 @@ def parse_overrides(items: Mapping[str, str] | str,
     return result
 
 
+def parse_server(url: str, like: Server) -> Server:
+    """``http(s)://host:port`` -> Server, credentials taken from *like*."""
+    parsed = urllib.parse.urlsplit(str(url).strip())
+    if parsed.scheme not in ('http', 'https') or not parsed.hostname:
+        raise ValueError('server %r is not http(s)://host:port' % (url,))
+    return dataclasses.replace(like, host=parsed.hostname,
+                               port=parsed.port or 8086,
+                               ssl=parsed.scheme == 'https')
+
+
 def check_database_name(name: str) -> None:
     """Refuse what InfluxDB cannot store as a database directory."""
     if not name or name in ('.', '..'):
@@ -196,7 +216,21 @@ class PlacementMap:
                  shard_duration: Optional[str] = None,
                  server: Server = Server('127.0.0.1'),
                  tiers: tuple = (),
-                 tenant_tiers: Optional[Mapping[str, tuple]] = None) -> None:
+                 tenant_tiers: Optional[Mapping[str, tuple]] = None,
+                 servers: Optional[Mapping[str, Server]] = None,
+                 tenant_servers_file: Optional[str] = None,
+                 hash_servers: Sequence[str] = ()) -> None:
+        self.servers = dict(servers or {})
+        self.servers.setdefault('default', server)
+        for name in hash_servers:
+            if name not in self.servers:
+                raise ValueError('[dbpt] hash_servers names %r, which is not '
+                                 'in [dbpt] servers' % name)
+        self.hash_servers = [self.servers[n] for n in hash_servers]
+        self.tenant_servers_file = tenant_servers_file
+        self._tenant_servers: dict[str, Server] = {}
+        self._servers_file_seen = None
+        self._servers_file_next = 0.0
         self.tiers = tiers
         self.tenant_tiers = dict(tenant_tiers or {})
         self.database_name = database_name
@@ -219,6 +253,8 @@ class PlacementMap:
                              'every tenant would share one database'
                              % database_template)
         check_database_name(database_name)
+        if tenant_servers_file:
+            self._check_servers_file()  # a bad file fails at start-up
 
     def _with_shard(self, rp: Optional[RetentionPolicy]):
         if rp is None or not self._shard_duration:
@@ -228,6 +264,10 @@ class PlacementMap:
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts) -> 'PlacementMap':
         influx, dbpt = conf.influxdb, conf.dbpt
+        default = Server(host=influx.ip_address or '127.0.0.1',
+                         port=influx.port, ssl=influx.ssl,
+                         verify_ssl=influx.verify_ssl, user=influx.user,
+                         password=influx.password)
         return cls(
             database_name=influx.database_name,
             db_per_tenant=influx.db_per_tenant,
@@ -238,6 +278,10 @@ class PlacementMap:
             shard_duration=dbpt.shard_duration,
             tiers=parse_tiers(dbpt.retention_tiers),
             tenant_tiers=parse_tenant_tiers(dbpt.tenant_tiers),
+            servers={name: parse_server(url, default) for name, url in
+                     dbpt.servers.items()},
+            tenant_servers_file=dbpt.tenant_servers_file,
+            hash_servers=dbpt.hash_servers,
             server=Server(host=influx.ip_address or '127.0.0.1',
                           port=influx.port, ssl=influx.ssl,
                           verify_ssl=influx.verify_ssl, user=influx.user,
@@ -276,8 +320,59 @@ class PlacementMap:
         return self.tenant_tiers.get(tenant_id, self.tiers)
 
     def server_for(self, tenant_id: str) -> Server:
-        # One server today; issue 7 places tenants on several.
+        """The servers file, else the stable hash, else the default."""
+        server = self._tenant_servers.get(tenant_id)
+        if server is not None:
+            return server
+        if self.hash_servers:
+            digest = hashlib.sha1(tenant_id.encode('utf-8')).digest()
+            return self.hash_servers[int.from_bytes(digest[:8], 'big') %
+                                     len(self.hash_servers)]
         return self.default_server
+
+    def _check_servers_file(self) -> None:
+        """Re-read the tenant servers file when it changed (at most every
+        SERVERS_FILE_CHECK seconds); a bad file keeps the last good map."""
+        now = time.monotonic()
+        if not self.tenant_servers_file or now < self._servers_file_next:
+            return
+        self._servers_file_next = now + SERVERS_FILE_CHECK
+        try:
+            stat = os.stat(self.tenant_servers_file)
+        except OSError as exc:
+            if self._servers_file_seen is not None:
+                LOG.error('tenant servers file: %s; keeping the last map',
+                          exc)
+            else:
+                raise ValueError('[dbpt] tenant_servers_file: %s' % exc) \
+                    from None
+            return
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen == self._servers_file_seen:
+            return
+        mapping = {}
+        with open(self.tenant_servers_file, encoding='utf-8') as handle:
+            for number, line in enumerate(handle, 1):
+                words = line.split('#', 1)[0].split()
+                if not words:
+                    continue
+                if len(words) != 2 or words[1] not in self.servers:
+                    message = ('%s line %d: %r is not "tenant server" with a '
+                               'server of [dbpt] servers (%s)' % (
+                                   self.tenant_servers_file, number,
+                                   line.strip(),
+                                   ', '.join(sorted(self.servers))))
+                    if self._servers_file_seen is None:
+                        raise ValueError(message)
+                    LOG.error('%s; keeping the last map', message)
+                    return
+                mapping[words[0]] = self.servers[words[1]]
+        if self._servers_file_seen is not None:
+            LOG.info('tenant servers file %s changed: %d tenant(s) placed',
+                     self.tenant_servers_file, len(mapping))
+        self._servers_file_seen = seen
+        self._tenant_servers = mapping
+        self._cache.clear()
 
     def target_policy(self, tenant_id: str,
                       source_policy: str) -> Optional[str]:
@@ -288,6 +383,8 @@ class PlacementMap:
 
     def place(self, tenant_id: str) -> Placement:
         """Where *tenant_id*'s data lives; raises InvalidTenantId."""
+        if self.tenant_servers_file:
+            self._check_servers_file()
         placement = (self._cache.get(tenant_id) if type(tenant_id) is str
                      else None)
         if placement is None:

@@ -45,6 +45,21 @@ placement_opts = [
     cfg.MultiStrOpt('tenant_tiers', default=[],
                     help='Per-tenant tiers, one line per project: '
                          '"project=5m:8w,1h:inf"; "project=" for none.'),
+    cfg.DictOpt('servers', default={},
+                help='More InfluxDB servers by name, e.g. '
+                     '"influx2:http://10.0.0.2:8086,influx3:https://h3:8086". '
+                     'They use [influxdb] user, password and verify_ssl. The '
+                     'default server is [influxdb] ip_address/port.'),
+    cfg.StrOpt('tenant_servers_file',
+               help='File placing tenants on servers, one "tenant server" '
+                    'pair per line (# comments). Re-read when it changes, '
+                    'without a restart. A tenant moved to another server '
+                    'writes there from then on; its older data stays where '
+                    'it was.'),
+    cfg.ListOpt('hash_servers', default=[],
+                help='Servers (names from [dbpt] servers, or "default") that '
+                     'tenants not in tenant_servers_file are spread over by '
+                     'a stable hash of their id. Empty: the default server.'),
     cfg.StrOpt('shard_duration',
                help='Shard group duration of the policies this package '
                     'creates (for example "1d"). Unset: InfluxDB chooses from '

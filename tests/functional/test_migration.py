@@ -274,3 +274,16 @@ def test_tenant_refused_once_is_migrated_when_the_pattern_admits_it(
     out = migrate(persister_conf, '--verify', cwd=tmp_path, check=0).stdout
     assert count(influx, 'mon_team+a', 'disk used') == 7
     assert 'MISMATCH' not in out
+
+
+def test_tenants_placed_on_another_server_are_reported_not_copied(
+        influx, persister_conf, tmp_path):
+    seed(influx, weeks=1, future=False)
+    (tmp_path / 'servers').write_text('ops two\n')
+    with open(persister_conf, 'a') as handle:
+        handle.write('servers = two:http://127.0.0.1:1\n'
+                     'tenant_servers_file = %s\n' % (tmp_path / 'servers'))
+    out = migrate(persister_conf, cwd=tmp_path, check=0).stdout
+    assert "tenant 'ops' is placed on http://127.0.0.1:1" in out
+    assert 'mon_ops' not in influx.databases()
+    assert 'mon_project' in influx.databases()

@@ -217,3 +217,27 @@ def test_a_changed_policy_amid_a_batch_of_databases_is_altered(
     assert _default_policy(influx, 'mon_d') == ('24h', '24h0m0s')
     assert [_count(influx, 'mon_' + t) for t in 'abcd'] == [2, 2, 2, 1]
     assert repo.stats.total('policies_altered') == 1
+
+
+def test_tenants_on_another_server_are_written_there_and_isolated(
+        influx_conf, influx, tmp_path):
+    from tests import servers
+    second = servers.InfluxServer(str(tmp_path / 'second')).start()
+    try:
+        mapping = tmp_path / 'tenant-servers'
+        mapping.write_text('b two\n')
+        influx_conf.set_override('servers', {'two': second.url}, 'dbpt')
+        influx_conf.set_override('tenant_servers_file', str(mapping), 'dbpt')
+        influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+        repo = MetricsRepository(influx_conf)
+        _feed(repo, [records.metric(t, timestamp=NOW) for t in 'ab'])
+        assert influx.databases() == {'mon_a'}
+        assert second.databases() == {'mon_b'}
+        # The second server goes away: its tenant fails the batch (so the
+        # persister does not commit it), the other tenant is written.
+        second.stop()
+        with pytest.raises(WriteFailed):
+            _feed(repo, [records.metric(t, timestamp=NOW + 1) for t in 'ab'])
+        assert _count(influx, 'mon_a') == 2
+    finally:
+        second.close()

@@ -120,3 +120,60 @@ def test_from_conf_reads_host_and_own_groups(conf):
     assert p.server.url == 'http://10.0.0.5:8086'
     assert p.retention.hours == 168
     assert pm.place('q').retention.name == '48h'
+
+
+def _servers():
+    base = placement.Server('127.0.0.1', 8086, user='u', password='p')
+    return base, {'a': placement.parse_server('http://10.0.0.2:8087', base),
+                  'b': placement.parse_server('https://h3', base)}
+
+
+def test_servers_parse_with_the_default_credentials():
+    _, servers = _servers()
+    assert servers['a'].url == 'http://10.0.0.2:8087'
+    assert servers['b'].url == 'https://h3:8086' and servers['b'].ssl
+    assert servers['a'].password == 'p'
+    with pytest.raises(ValueError, match='http'):
+        placement.parse_server('10.0.0.2:8086', servers['a'])
+
+
+def test_servers_file_places_tenants_and_is_reread_when_it_changes(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(placement, 'SERVERS_FILE_CHECK', 0)
+    base, servers = _servers()
+    path = tmp_path / 'servers'
+    path.write_text('# tenant server\nt1 a\nt2 b  # gold\n')
+    pm = PlacementMap(server=base, servers=servers,
+                      tenant_servers_file=str(path))
+    assert pm.place('t1').server == servers['a']
+    assert pm.place('t2').server == servers['b']
+    assert pm.place('t3').server == base
+    path.write_text('t1 b\n\n')
+    assert pm.place('t1').server == servers['b']
+    assert pm.place('t2').server == base
+    path.write_text('t1 nowhere\n')  # a bad edit keeps the last good map
+    assert pm.place('t1').server == servers['b']
+
+
+def test_bad_servers_file_fails_at_start_naming_the_line(tmp_path):
+    base, servers = _servers()
+    path = tmp_path / 'servers'
+    path.write_text('t1 a\nt2\n')
+    with pytest.raises(ValueError, match='line 2'):
+        PlacementMap(server=base, servers=servers,
+                     tenant_servers_file=str(path))
+
+
+def test_hash_spreads_other_tenants_stably():
+    base, servers = _servers()
+    pm = PlacementMap(server=base, servers=servers,
+                      hash_servers=['default', 'a', 'b'])
+    first = {t: pm.place(t).server for t in ('t%d' % i for i in range(300))}
+    again = PlacementMap(server=base, servers=servers,
+                         hash_servers=['default', 'a', 'b'])
+    assert all(again.place(t).server == s for t, s in first.items())
+    counts = [list(first.values()).count(s) for s in
+              (base, servers['a'], servers['b'])]
+    assert min(counts) > 60
+    with pytest.raises(ValueError, match='hash_servers'):
+        PlacementMap(server=base, servers=servers, hash_servers=['zz'])
