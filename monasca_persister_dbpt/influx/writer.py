@@ -112,7 +112,8 @@ class InfluxWriter:
             raise WriteFailed('%d of %d writes failed; first: %s'
                               % (len(failures), len(futures), failures[0]))
 
-    def write(self, placement: Placement, lines: Sequence[str]) -> None:
+    def write(self, placement: Placement, lines: Sequence[str],
+              precision: str = 'ms') -> None:
         """Write *lines*; drop only what InfluxDB refuses for good."""
         if not self.schema.known(placement):
             self.ensure([placement])
@@ -122,7 +123,7 @@ class InfluxWriter:
             status, text = self.retrying(
                 placement.server, 'writing %d points to %s' % (
                     len(lines), placement.database),
-                lambda: self._post(placement, body),
+                lambda: self._post(placement, body, precision),
                 tenant=placement.tenant_id)
             if status == 204:
                 self.stats.add(placement.tenant_id, 'points_written',
@@ -148,20 +149,21 @@ class InfluxWriter:
                     self._drop(placement, rule.reason, 1, text, lines[0])
                     return
                 half = len(lines) // 2
-                self.write(placement, lines[:half])
-                self.write(placement, lines[half:])
+                self.write(placement, lines[:half], precision)
+                self.write(placement, lines[half:], precision)
                 return
             raise WriteFailed('writing %d points for tenant %s to %s: HTTP '
                               '%s %s' % (len(lines), placement.tenant_id,
                                          placement.database, status,
                                          text.strip()))
 
-    def _post(self, placement: Placement, body: bytes) -> tuple[int, str]:
+    def _post(self, placement: Placement, body: bytes,
+              precision: str = 'ms') -> tuple[int, str]:
         """One POST /write; transient faults raise _Transient."""
         try:
             response = self.session(placement.server).post(
                 placement.server.url + '/write',
-                params={'db': placement.database, 'precision': 'ms'},
+                params={'db': placement.database, 'precision': precision},
                 data=body, timeout=self._timeout, headers=_OCTETS)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(None, str(exc)) from exc

@@ -21,6 +21,7 @@ from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.plan import Chunk, Plan
 from monasca_persister_dbpt.migrate.plan import jobs, measurement_key
+from monasca_persister_dbpt.migrate.stream import Streamer
 from monasca_persister_dbpt.placement import PlacementMap, Server
 
 LOG = logging.getLogger(__name__)
@@ -179,6 +180,12 @@ class Copier:
 
     def _copy(self, source: str, job: list[Chunk]) -> int:
         chunk = job[0]
+        if chunk.placement.server != self.source_server:
+            streamer = Streamer(self.writer, self.source_server, source)
+            written = sum(streamer.copy(c) for c in job)
+            with self._lock:
+                self.written += written
+            return written
         target_rp = self.placements.target_policy(chunk.tenant_id,
                                                   chunk.source_rp)
         statement = copy_statement(source, job, target_rp)

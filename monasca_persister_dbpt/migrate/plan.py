@@ -308,12 +308,6 @@ class Planner:
             except InvalidTenantId as exc:
                 plan.refused_tenants.setdefault(tenant, str(exc))
                 continue
-            if placement.server != self.placements.default_server:
-                plan.refused_tenants.setdefault(
-                    tenant, 'tenant %r is placed on %s, another server than '
-                    'the source; copying across servers is not supported yet'
-                    % (tenant, placement.server.url))
-                continue
             if placement.database == self.source:
                 plan.refused_tenants.setdefault(
                     tenant, 'tenant %r maps to the source database itself'

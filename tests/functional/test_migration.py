@@ -276,14 +276,38 @@ def test_tenant_refused_once_is_migrated_when_the_pattern_admits_it(
     assert 'MISMATCH' not in out
 
 
-def test_tenants_placed_on_another_server_are_reported_not_copied(
+def test_tenants_placed_on_another_server_are_streamed_there(
         influx, persister_conf, tmp_path):
+    from tests import servers
     seed(influx, weeks=1, future=False)
-    (tmp_path / 'servers').write_text('ops two\n')
-    with open(persister_conf, 'a') as handle:
-        handle.write('servers = two:http://127.0.0.1:1\n'
-                     'tenant_servers_file = %s\n' % (tmp_path / 'servers'))
-    out = migrate(persister_conf, cwd=tmp_path, check=0).stdout
-    assert "tenant 'ops' is placed on http://127.0.0.1:1" in out
-    assert 'mon_ops' not in influx.databases()
-    assert 'mon_project' in influx.databases()
+    influx.write('mon', ['types,_tenant_id=ops,t=x i=7i,f=7,s="a\\"b\\\\c",'
+                         'b=true %d' % (NOW_MS * 1000000 + 123)],
+                 precision='ns')
+    before = snapshot(influx)
+    second = servers.InfluxServer(str(tmp_path / 'second')).start()
+    try:
+        (tmp_path / 'servers').write_text('ops two\n')
+        with open(persister_conf, 'a') as handle:
+            handle.write('servers = two:%s\ntenant_servers_file = %s\n'
+                         'retention_tiers = 1h:1w\n'
+                         % (second.url, tmp_path / 'servers'))
+        out = migrate(persister_conf, '--verify', cwd=tmp_path,
+                      check=0).stdout
+        assert 'MISMATCH' not in out
+        assert 'mon_ops' not in influx.databases()
+        assert second.databases() == {'mon_ops'}
+        for m in MEASUREMENTS[:-1]:
+            # 7 days x 2, and the point in the second source policy
+            extra = 1 if m == 'cpu.idle_perc' else 0
+            assert count(second, 'mon_ops', m) == 14 + extra, m
+        (row,) = second.rows('SELECT * FROM types GROUP BY *', 'mon_ops')
+        assert (row['i'], row['f'], row['s'], row['b'], row['t']) == (
+            7, 7.0, 'a"b\\c', True, 'x')
+        ns = second.query('SELECT i FROM types', 'mon_ops', epoch='ns')
+        assert ns[0]['series'][0]['values'][0][0] == NOW_MS * 1000000 + 123
+        tiers = second.rows('SELECT count(value) FROM "tier_1h"./.*/',
+                            'mon_ops')
+        assert tiers and sum(r['count'] for r in tiers) > 0
+        assert snapshot(influx) == before
+    finally:
+        second.close()
