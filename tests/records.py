@@ -80,3 +80,13 @@ class Message:
 
     def offset(self) -> int:
         return self._offset
+
+
+def feed(repo, recs):
+    """Run records through a driver as the host does for one flush."""
+    batch = repo.data_points_class()
+    for rec in recs:
+        line, tenant = repo.process_message(Message(encode(rec)))
+        batch.append(tenant, line)
+    repo.write_batch(batch)
+    return batch

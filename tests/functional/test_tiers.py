@@ -8,13 +8,7 @@ from tests import records
 from tests.functional.test_migration import migrate
 
 
-def _feed(repo, recs):
-    batch = repo.data_points_class()
-    for rec in recs:
-        line, tenant = repo.process_message(
-            records.Message(records.encode(rec)))
-        batch.append(tenant, line)
-    repo.write_batch(batch)
+_feed = records.feed
 
 
 def _policies(influx, db):

@@ -13,14 +13,7 @@ from tests import records
 NOW = int(time.time() * 1000)
 
 
-def _feed(repo, recs):
-    batch = repo.data_points_class()
-    for rec in recs:
-        line, tenant = repo.process_message(
-            records.Message(records.encode(rec)))
-        batch.append(tenant, line)
-    repo.write_batch(batch)
-    return batch
+_feed = records.feed
 
 
 def _count(influx, db, measurement='cpu.idle_perc'):
