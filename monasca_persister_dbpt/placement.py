@@ -262,19 +262,27 @@ class PlacementMap:
         return dataclasses.replace(rp, shard_duration=self._shard_duration)
 
     @classmethod
-    def from_conf(cls, conf: cfg.ConfigOpts) -> 'PlacementMap':
+    def from_conf(cls, conf: cfg.ConfigOpts, *,
+                  db_per_tenant: Optional[bool] = None,
+                  extra_overrides: Optional[Mapping[str, RetentionPolicy]] =
+                  None) -> 'PlacementMap':
+        """The mapping of a config; the migration forces db_per_tenant and
+        adds its command line's overrides on top of the config's."""
         influx, dbpt = conf.influxdb, conf.dbpt
+        overrides = parse_overrides(dbpt.retention_overrides)
+        overrides.update(extra_overrides or {})
         default = Server(host=influx.ip_address or '127.0.0.1',
                          port=influx.port, ssl=influx.ssl,
                          verify_ssl=influx.verify_ssl, user=influx.user,
                          password=influx.password)
         return cls(
             database_name=influx.database_name,
-            db_per_tenant=influx.db_per_tenant,
+            db_per_tenant=influx.db_per_tenant if db_per_tenant is None
+            else db_per_tenant,
             database_template=dbpt.database_template,
             tenant_id_pattern=dbpt.tenant_id_pattern,
             default_retention_hours=influx.default_retention_hours,
-            retention_overrides=parse_overrides(dbpt.retention_overrides),
+            retention_overrides=overrides,
             shard_duration=dbpt.shard_duration,
             tiers=parse_tiers(dbpt.retention_tiers),
             tenant_tiers=parse_tenant_tiers(dbpt.tenant_tiers),

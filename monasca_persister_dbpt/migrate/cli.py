@@ -116,14 +116,11 @@ def _time(ns: int) -> str:
 
 
 def _placements(conf, overrides) -> PlacementMap:
-    placements = PlacementMap.from_conf(conf)
     if not conf.influxdb.db_per_tenant:
         LOG.info('[influxdb] db_per_tenant is False in the config file; the '
                  'migration targets per-tenant databases regardless')
-        placements.db_per_tenant = True
-    placements.overrides.update(
-        {t: placements._with_shard(rp) for t, rp in overrides.items()})
-    return placements
+    return PlacementMap.from_conf(conf, db_per_tenant=True,
+                                  extra_overrides=overrides)
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -107,6 +107,7 @@ class Copier:
         self.written = 0
         self.dropped = 0
         self.failures: list[tuple[Chunk, str]] = []
+        self._streamer: Optional[Streamer] = None
         self._lock = threading.Lock()
 
     def run(self, plan: Plan, progress: Progress) -> None:
@@ -181,8 +182,10 @@ class Copier:
     def _copy(self, source: str, job: list[Chunk]) -> int:
         chunk = job[0]
         if chunk.placement.server != self.source_server:
-            streamer = Streamer(self.writer, self.source_server, source)
-            written = sum(streamer.copy(c) for c in job)
+            if self._streamer is None:
+                self._streamer = Streamer(self.writer, self.source_server,
+                                          source)
+            written = sum(self._streamer.copy(c) for c in job)
             with self._lock:
                 self.written += written
             return written

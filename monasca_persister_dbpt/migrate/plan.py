@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import re
+import time
 from typing import Iterable, Optional, Sequence
 
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
@@ -133,7 +134,6 @@ class Planner:
         self.unit_ns = UNIT_NS[unit]
         self.skip = list(skip)
         self.chunk_points = chunk_points
-        import time
         self.plan_time = plan_time if plan_time is not None else \
             time.time_ns()
         # Upstream's window is (now - end, now - start]; an open start (0)
@@ -150,7 +150,7 @@ class Planner:
                                                result['error']))
         return results
 
-    def _rows(self, statement: str) -> list[dict]:
+    def rows(self, statement: str) -> list[dict]:
         rows = []
         for result in self._query(statement):
             for series in result.get('series', []):
@@ -160,16 +160,24 @@ class Planner:
                     rows.append(row)
         return rows
 
-    def _on(self, rp: str, measurement: str) -> str:
+    def source_of(self, rp: str, measurement: str) -> str:
         return '%s.%s.%s' % (quote_ident(self.source), quote_ident(rp),
                              quote_ident(measurement))
 
+    def lower_for(self, placement: Placement) -> int:
+        """Start of the range for a tenant: older points would only be
+        dropped by its target policy."""
+        if placement.retention and placement.retention.hours:
+            return max(self.lower, self.plan_time -
+                       placement.retention.hours * 3600 * NS)
+        return self.lower
+
     def policies(self) -> list[str]:
-        return [r['name'] for r in self._rows(
+        return [r['name'] for r in self.rows(
             'SHOW RETENTION POLICIES ON %s' % quote_ident(self.source))]
 
     def measurements(self) -> list[str]:
-        names = [r['name'] for r in self._rows(
+        names = [r['name'] for r in self.rows(
             'SHOW MEASUREMENTS ON %s' % quote_ident(self.source))]
         kept = []
         for name in names:
@@ -180,14 +188,14 @@ class Planner:
                 kept.append(name)
         return kept
 
-    def _tenant_tag(self, measurement: str) -> Optional[str]:
-        keys = {r['tagKey'] for r in self._rows(
+    def tenant_tag(self, measurement: str) -> Optional[str]:
+        keys = {r['tagKey'] for r in self.rows(
             'SHOW TAG KEYS ON %s FROM %s' % (quote_ident(self.source),
                                               quote_ident(measurement)))}
         return next((t for t in TENANT_TAGS if t in keys), None)
 
-    def _count_field(self, measurement: str) -> Optional[str]:
-        fields = [r['fieldKey'] for r in self._rows(
+    def count_field(self, measurement: str) -> Optional[str]:
+        fields = [r['fieldKey'] for r in self.rows(
             'SHOW FIELD KEYS ON %s FROM %s' % (quote_ident(self.source),
                                                 quote_ident(measurement)))]
         if 'value' in fields:
@@ -205,8 +213,8 @@ class Planner:
                                                       lower, upper)
         found = []
         for fn in ('first', 'last'):
-            rows = self._rows('SELECT %s(%s) FROM %s %s' % (
-                fn, quote_ident(field), self._on(rp, measurement), where))
+            rows = self.rows('SELECT %s(%s) FROM %s %s' % (
+                fn, quote_ident(field), self.source_of(rp, measurement), where))
             if not rows:
                 return None
             found.append(rows[0]['time'])
@@ -218,10 +226,10 @@ class Planner:
         between *first* and *last* (inclusive) to *out*."""
         q = ('SELECT count(%s) FROM %s WHERE %stime >= %d AND time <= %d '
              'GROUP BY time(1%s), %s fill(none)' % (
-                 quote_ident(field), self._on(rp, measurement),
+                 quote_ident(field), self.source_of(rp, measurement),
                  self._only(tenant), first, last, self.unit,
                  quote_ident(tenant_tag)))
-        for row in self._rows(q):
+        for row in self.rows(q):
             tenant = row.get(tenant_tag)
             if row['count']:
                 out.setdefault(tenant, []).append((row['time'],
@@ -252,7 +260,7 @@ class Planner:
 
     def _tenants(self, measurement: str, tenant_tag: str) -> list[str]:
         """Tenant ids of a measurement, from the index alone (cheap)."""
-        return [r['value'] for r in self._rows(
+        return [r['value'] for r in self.rows(
             'SHOW TAG VALUES ON %s FROM %s WITH KEY = %s' % (
                 quote_ident(self.source), quote_ident(measurement),
                 quote_ident(tenant_tag)))]
@@ -260,13 +268,13 @@ class Planner:
     def _plan_measurement(self, plan, rp, measurement, done) -> None:
         scope = measurement_key(self.source, rp, measurement)
         plan.scopes.add(scope)
-        tenant_tag = self._tenant_tag(measurement)
+        tenant_tag = self.tenant_tag(measurement)
         if tenant_tag is None:
             plan.untagged.append(measurement)
             LOG.warning('measurement %r has no _tenant_id or tenant_id tag: '
                         'left in place', measurement)
             return
-        field = self._count_field(measurement)
+        field = self.count_field(measurement)
         if field is None:
             return
         # What an earlier run finished for every tenant of this measurement
@@ -313,11 +321,7 @@ class Planner:
                     tenant, 'tenant %r maps to the source database itself'
                     % tenant)
                 continue
-            lower = self.lower
-            if placement.retention and placement.retention.hours:
-                # Older points would only be dropped by the target policy.
-                lower = max(lower, self.plan_time -
-                            placement.retention.hours * 3600 * NS)
+            lower = self.lower_for(placement)
             proto = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
                           placement)
             finished = done.get(proto.key, [])

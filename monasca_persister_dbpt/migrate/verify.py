@@ -11,7 +11,7 @@ import dataclasses
 import logging
 
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
-from monasca_persister_dbpt.migrate.plan import NS, Planner
+from monasca_persister_dbpt.migrate.plan import Planner
 from monasca_persister_dbpt.placement import InvalidTenantId
 
 LOG = logging.getLogger(__name__)
@@ -49,14 +49,14 @@ def verify(planner: Planner, run_target) -> Report:
     measurements = planner.measurements()
     for rp in planner.policies():
         for measurement in measurements:
-            tag = planner._tenant_tag(measurement)
-            field = planner._count_field(measurement)
+            tag = planner.tenant_tag(measurement)
+            field = planner.count_field(measurement)
             if tag is None or field is None:
                 continue
-            rows = planner._rows(
+            rows = planner.rows(
                 'SELECT count(%s) FROM %s WHERE time >= %d AND time <= %d '
                 'GROUP BY %s' % (quote_ident(field),
-                                 planner._on(rp, measurement),
+                                 planner.source_of(rp, measurement),
                                  planner.lower, upper, quote_ident(tag)))
             for row in rows:
                 tenant = row.get(tag)
@@ -64,16 +64,13 @@ def verify(planner: Planner, run_target) -> Report:
                     placement = planner.placements.place(tenant)
                 except InvalidTenantId:
                     continue
-                lower = planner.lower
-                if placement.retention and placement.retention.hours:
-                    lower = max(lower, planner.plan_time -
-                                placement.retention.hours * 3600 * NS)
+                lower = planner.lower_for(placement)
                 count = row['count']
                 if lower != planner.lower:
-                    counted = planner._rows(
+                    counted = planner.rows(
                         'SELECT count(%s) FROM %s WHERE %s = %s AND time >= '
                         '%d AND time <= %d' % (
-                            quote_ident(field), planner._on(rp, measurement),
+                            quote_ident(field), planner.source_of(rp, measurement),
                             quote_ident(tag), quote_literal(tenant), lower,
                             upper))
                     count = counted[0]['count'] if counted else 0
