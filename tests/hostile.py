@@ -104,6 +104,7 @@ METRICS = [
     (_enc(_m(metric__name='cpu\ridle')), 'control character'),
     (_enc(_m(metric__name=None)), 'not a string'),
     (_enc(_m(metric__name='a\\"b')), 'backslash together'),
+    (_enc(_m(metric__name='#cpu')), 'starts with "#"'),
     (_enc(_m(metric__name='n' * 70000)), 'longer than'),
     (_enc(_m(metric__dimensions={'host': 'a\nb'})), 'control character'),
     (_enc(_m(metric__dimensions={'ho\nst': 'a'})), 'control character'),

@@ -8,7 +8,8 @@ backslash in names, but InfluxDB 1.x never unescapes ``\\\\`` there, so the
 host stores ``a\\\\b`` for ``a\\b`` and monasca-api cannot find it; we write
 backslashes as they are. On top, the checks the host lacks: the line
 protocol cannot carry a control character in a name, a name ending in a
-backslash, a measurement mixing a backslash with escaped characters, an
+backslash, a measurement starting with ``#`` (a comment line) or mixing a
+backslash with escaped characters, an
 empty tag value or the tag key ``time``, and such a record is refused with
 a reason instead of failing the whole request.
 """
@@ -78,6 +79,12 @@ def escape_measurement(text: str) -> str:
     escaped = _measurements.get(text)
     if escaped is None:
         escaped = escape_name(text, 'measurement')
+        if text[0] == '#':
+            # A line starting with "#" is a comment: InfluxDB would answer
+            # 204 and store nothing. "\\#" is kept literally, so refuse.
+            raise InvalidPoint('measurement %r starts with "#", which makes '
+                               'the line a comment InfluxDB ignores'
+                               % text[:80])
         if '\\' in text and _MEASUREMENT_GARBLED.search(text):
             raise InvalidPoint(
                 'measurement %r has a backslash together with a space, '
