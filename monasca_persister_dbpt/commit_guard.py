@@ -13,6 +13,12 @@ synchronously at that moment commits exactly those records and nothing
 later, for one round trip per flush. A commit with nothing new to commit
 (``_NO_OFFSET``) is normal and is not an error.
 
+While a server is down, its tenants' points are held in memory by
+:mod:`monasca_persister_dbpt.backlog` and commits pause: Kafka keeps every
+record since the last commit until the held points are written, so a worker
+that dies meanwhile gets them again (re-writing the others' points is
+harmless: InfluxDB keeps one point per series and timestamp).
+
 Covers the default consumer (``[kafka] legacy_kafka_client_enabled =
 False``). The legacy client commits the offsets it tracked itself,
 synchronously, and is left alone.
@@ -23,18 +29,41 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from typing import Callable, Optional
 
 LOG = logging.getLogger(__name__)
 
 _installed_in: int | None = None
 #: The host's own commit, kept for tests and for turning the guard off.
 original_commit = None
+#: Returns True while commits must wait (points held for a down server).
+_pause_check: Optional[Callable[[], bool]] = None
+#: A commit was skipped and nothing has been committed since.
+_skipped = False
+
+
+def pause_while(check: Optional[Callable[[], bool]]) -> None:
+    """Skip every commit while *check()* is true (None: never skip)."""
+    global _pause_check
+    _pause_check = check
+
+
+def commit_owed() -> bool:
+    """True once commits may resume after having been skipped."""
+    return _skipped and not (_pause_check is not None and _pause_check())
 
 
 def _guarded_commit(self) -> None:
     import confluent_kafka
 
+    global _skipped
     self._last_commit = datetime.datetime.now()
+    if _pause_check is not None and _pause_check():
+        if not _skipped:
+            LOG.warning('Kafka commits paused: points of a server that is '
+                        'down are held until written')
+        _skipped = True
+        return
     try:
         self._consumer.commit(asynchronous=False)
     except confluent_kafka.KafkaException as exc:
@@ -42,6 +71,9 @@ def _guarded_commit(self) -> None:
         if getattr(error, 'code', lambda: None)() != \
                 confluent_kafka.KafkaError._NO_OFFSET:
             raise
+    if _skipped:
+        LOG.warning('Kafka commits resumed: every held point is written')
+        _skipped = False
 
 
 def install(enabled: bool = True) -> bool:

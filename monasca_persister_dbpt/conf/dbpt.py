@@ -84,6 +84,23 @@ writer_opts = [
                       'backoff before the batch is failed back to the '
                       'persister, which then does not commit it. Keep it '
                       'below the Kafka max.poll.interval.ms (300 s).'),
+    cfg.IntOpt('held_points_max', default=200000, min=0,
+               help='Points one worker process may hold in memory for '
+                    'InfluxDB servers that are down, so that a down server '
+                    'delays only its own tenants: their points are replayed '
+                    'to it when it answers, the other tenants are written '
+                    'meanwhile, and Kafka commits wait until every held '
+                    'point is written (so a worker that dies meanwhile reads '
+                    'them again). About 300 bytes per point. Points that do '
+                    'not fit are retried up to retry_timeout as if this were '
+                    '0. 0: a down server fails the whole batch after '
+                    'retry_timeout, as upstream does. Needs the commit guard '
+                    'and the default (confluent) Kafka client.'),
+    cfg.FloatOpt('hold_after', default=5.0, min=0.0,
+                 help='Seconds a write to a failing server is retried before '
+                      'the server counts as down and its points are held (see '
+                      'held_points_max). Later batches hold its points at '
+                      'once, until the server answers again.'),
     cfg.FloatOpt('retry_backoff_max', default=8.0, min=0.01,
                  help='Longest pause, in seconds, between two retries.'),
     cfg.IntOpt('stats_interval', default=300, min=0,

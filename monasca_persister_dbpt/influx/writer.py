@@ -5,6 +5,12 @@ do with each InfluxDB answer is looked up in :mod:`.errors`; a tenant's
 permanent failure is counted and dropped, so it never costs another tenant
 its points, while a transient one is retried and finally raised, so the
 persister does not commit what was not written.
+
+A write may instead be given a short bound (``retry_for``): when it runs out,
+the server is marked down and :class:`ServerDown` is raised at once for every
+later bounded write to it, until any request to that server succeeds again.
+The persister's batches use this to hold a down server's points aside
+(:mod:`monasca_persister_dbpt.backlog`) instead of waiting on it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ class WriteFailed(RuntimeError):
     """Points could not be written within the retry bound: do not commit."""
 
 
+class ServerDown(WriteFailed):
+    """A bounded write gave up on a server that is failing."""
+
+
+#: A chunk that could not be written: where, what, and why.
+Failure = tuple[Placement, Sequence[str], Exception]
+
+
 class InfluxWriter:
     """Writes chunks of lines to the database of their placement."""
 
@@ -42,9 +56,12 @@ class InfluxWriter:
         self._timeout = request_timeout
         self._retry_timeout = retry_timeout
         self._backoff_max = backoff_max
+        #: Longest pause between two retries, for callers that pace their own.
+        self.backoff_max = backoff_max
         self.stats = stats if stats is not None else Stats(interval=0)
         self.schema = Schema(self.stats)
         self._local = threading.local()
+        self._down: set[Server] = set()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='dbpt-writer')
 
@@ -78,7 +95,12 @@ class InfluxWriter:
             raise SchemaError('%s: %s' % (statements[:200], body['error']))
         return body.get('results', [])
 
-    def ensure(self, placements: Iterable[Placement]) -> None:
+    def is_down(self, server: Server) -> bool:
+        """True from a bounded write's give-up until the server answers."""
+        return server in self._down
+
+    def ensure(self, placements: Iterable[Placement],
+               retry_for: Optional[float] = None) -> None:
         """Create every database of *placements* not known to exist yet."""
         by_server: dict[Server, list] = {}
         for p in placements:
@@ -88,35 +110,61 @@ class InfluxWriter:
             def create(server=server, group=group):
                 self.schema.ensure(group, lambda q: self.query(server, q))
             self.retrying(server, 'creating %d database(s)' % len(group),
-                          create, tenant=group[0].tenant_id)
+                          create, tenant=group[0].tenant_id,
+                          retry_for=retry_for)
 
     # -- writing -----------------------------------------------------------
 
-    def submit(self, placement: Placement,
-               lines: Sequence[str]) -> concurrent.futures.Future:
-        return self._pool.submit(self.write, placement, lines)
+    def submit(self, placement: Placement, lines: Sequence[str],
+               retry_for: Optional[float] = None) -> concurrent.futures.Future:
+        return self._pool.submit(self.write, placement, lines,
+                                 retry_for=retry_for)
 
     def write_all(self, chunks: Iterable[tuple[Placement, Sequence[str]]],
-                  pending: Sequence[concurrent.futures.Future] = ()) -> None:
-        """Write every chunk in parallel; raise only when all are settled."""
-        chunks = list(chunks)
-        self.ensure(p for p, _ in chunks)
-        futures = list(pending) + [self.submit(p, lines) for p, lines in chunks]
-        failures = []
-        for future in futures:
+                  pending: Sequence[tuple[Placement, Sequence[str],
+                                          concurrent.futures.Future]] = (),
+                  retry_for: Optional[float] = None) -> list[Failure]:
+        """Write every chunk in parallel; return the ones that failed.
+
+        New databases are created per server first, one request for many,
+        each server in its own thread so that one slow server does not hold
+        back the writes to the others.
+        """
+        by_server: dict[Server, list] = {}
+        for placement, lines in chunks:
+            by_server.setdefault(placement.server, []).append(
+                (placement, lines))
+        writes = list(pending)
+        failures: list[Failure] = []
+        creating = {}
+        for group in by_server.values():
+            if all(self.schema.known(p) for p, _ in group):
+                writes.extend((p, lines, self.submit(p, lines, retry_for))
+                              for p, lines in group)
+            else:
+                creating[self._pool.submit(
+                    self.ensure, [p for p, _ in group], retry_for)] = group
+        for future in concurrent.futures.as_completed(creating):
+            group = creating[future]
             try:
                 future.result()
-            except Exception as exc:  # noqa: BLE001 - reported below
-                failures.append(exc)
-        if failures:
-            raise WriteFailed('%d of %d writes failed; first: %s'
-                              % (len(failures), len(futures), failures[0]))
+            except Exception as exc:  # noqa: BLE001 - returned
+                failures.extend((p, lines, exc) for p, lines in group)
+                continue
+            writes.extend((p, lines, self.submit(p, lines, retry_for))
+                          for p, lines in group)
+        for placement, lines, future in writes:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - returned
+                failures.append((placement, lines, exc))
+        return failures
 
     def write(self, placement: Placement, lines: Sequence[str],
-              precision: str = 'ms') -> None:
+              precision: str = 'ms', retry_for: Optional[float] = None) -> None:
         """Write *lines*; drop only what InfluxDB refuses for good."""
         if not self.schema.known(placement):
-            self.ensure([placement])
+            self.ensure([placement], retry_for)
         body = '\n'.join(lines).encode('utf-8')
         creates = 0
         while True:
@@ -124,7 +172,7 @@ class InfluxWriter:
                 placement.server, 'writing %d points to %s' % (
                     len(lines), placement.database),
                 lambda: self._post(placement, body, precision),
-                tenant=placement.tenant_id)
+                tenant=placement.tenant_id, retry_for=retry_for)
             if status == 204:
                 self.stats.add(placement.tenant_id, 'points_written',
                                len(lines))
@@ -136,7 +184,7 @@ class InfluxWriter:
                 LOG.warning('%s for tenant %s: creating it again',
                             text.strip(), placement.tenant_id)
                 self.schema.forget(placement)
-                self.ensure([placement])
+                self.ensure([placement], retry_for)
                 continue
             if rule.action is errors.Action.DROPPED:
                 dropped = errors.dropped_count(text, 1) or 1
@@ -149,8 +197,8 @@ class InfluxWriter:
                     self._drop(placement, rule.reason, 1, text, lines[0])
                     return
                 half = len(lines) // 2
-                self.write(placement, lines[:half], precision)
-                self.write(placement, lines[half:], precision)
+                self.write(placement, lines[:half], precision, retry_for)
+                self.write(placement, lines[half:], precision, retry_for)
                 return
             raise WriteFailed('writing %d points for tenant %s to %s: HTTP '
                               '%s %s' % (len(lines), placement.tenant_id,
@@ -188,24 +236,43 @@ class InfluxWriter:
                              lambda: self.query(server, statement))
 
     def retrying(self, server: Server, what: str, call,
-                 tenant: Optional[str] = None):
-        """Run *call*, retrying transient faults with backoff until the bound."""
-        deadline = time.monotonic() + self._retry_timeout
+                 tenant: Optional[str] = None,
+                 retry_for: Optional[float] = None):
+        """Run *call*, retrying transient faults with backoff until the bound.
+
+        With *retry_for*, the bound is that instead of ``retry_timeout`` and
+        running out marks the server down (see :meth:`is_down`).
+        """
+        bound = self._retry_timeout if retry_for is None else retry_for
+        deadline = time.monotonic() + bound
         delay = 0.25
         attempt = 0
         while True:
+            if retry_for is not None and server in self._down:
+                raise ServerDown('InfluxDB at %s is down (%s%s)' % (
+                    server.url, what, ', tenant %s' % tenant if tenant
+                    else ''))
             attempt += 1
             try:
-                return call()
+                result = call()
             except (_Transient, SchemaError, requests.RequestException,
                     ValueError) as exc:
                 left = deadline - time.monotonic()
+                if left <= 0 and retry_for is not None:
+                    if server not in self._down:
+                        self._down.add(server)
+                        LOG.warning('InfluxDB at %s marked down after %d '
+                                    'attempts over %.1fs: %s', server.url,
+                                    attempt, bound, str(exc).strip()[:300])
+                    raise ServerDown('InfluxDB at %s is down (%s%s): %s' % (
+                        server.url, what, ', tenant %s' % tenant if tenant
+                        else '', str(exc)[:300])) from exc
                 if left <= 0:
                     self.stats.add(tenant, 'write_failures')
                     raise WriteFailed(
                         'InfluxDB at %s still failing after %d attempts over '
                         '%.0fs (%s%s): %s'
-                        % (server.url, attempt, self._retry_timeout, what,
+                        % (server.url, attempt, bound, what,
                            ', tenant %s' % tenant if tenant else '',
                            str(exc)[:300])) from exc
                 self.stats.add(tenant, 'retries')
@@ -215,6 +282,11 @@ class InfluxWriter:
                             pause)
                 time.sleep(pause)
                 delay = min(delay * 2, self._backoff_max)
+            else:
+                if self._down and server in self._down:
+                    self._down.discard(server)
+                    LOG.warning('InfluxDB at %s answers again', server.url)
+                return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

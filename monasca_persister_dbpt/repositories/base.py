@@ -19,6 +19,7 @@ import orjson
 from oslo_config import cfg
 
 from monasca_persister_dbpt import commit_guard
+from monasca_persister_dbpt.backlog import Backlog
 from monasca_persister_dbpt import conf
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
 from monasca_persister_dbpt.influx.writer import InfluxWriter
@@ -59,7 +60,7 @@ class TenantRepository(Repository):
 
     def __init__(self, conf_obj: cfg.ConfigOpts = cfg.CONF) -> None:
         conf.register_opts(conf_obj)
-        commit_guard.install(conf_obj.dbpt.commit_guard)
+        guarded = commit_guard.install(conf_obj.dbpt.commit_guard)
         self.placements = PlacementMap.from_conf(conf_obj)
         dbpt = conf_obj.dbpt
         self.stats = Stats(interval=dbpt.stats_interval, path=dbpt.stats_file)
@@ -70,11 +71,33 @@ class TenantRepository(Repository):
             backoff_max=dbpt.retry_backoff_max, stats=self.stats)
         self.chunk_size = conf_obj.influxdb.batch_size
         self.pipeline_points = dbpt.pipeline_points
+        self.hold_after = dbpt.hold_after
+        self.backlog = self._backlog(conf_obj, guarded)
         self.data_points_class = self._new_batch
+
+    def _backlog(self, conf_obj: cfg.ConfigOpts,
+                 guarded: bool) -> Optional[Backlog]:
+        """A backlog for down servers, if commits can wait for it."""
+        if conf_obj.dbpt.held_points_max == 0:
+            return None
+        kafka = getattr(conf_obj, 'kafka', None)
+        legacy = getattr(kafka, 'legacy_kafka_client_enabled', False) \
+            if kafka is not None else False
+        if not guarded or legacy:
+            LOG.warning('[dbpt] held_points_max is ignored: commits can only '
+                        'wait for held points with the commit guard and the '
+                        'default Kafka client; a down server fails the whole '
+                        'batch after [dbpt] retry_timeout')
+            return None
+        backlog = Backlog(self.writer, conf_obj.dbpt.held_points_max,
+                          self.stats)
+        commit_guard.pause_while(backlog.holding)
+        return backlog
 
     def _new_batch(self) -> TenantBatch:
         return TenantBatch(self.placements, self.writer, self.chunk_size,
-                           self.pipeline_points)
+                           self.pipeline_points, self.backlog,
+                           self.hold_after)
 
     def process_message(self, message):
         raw = message.value()

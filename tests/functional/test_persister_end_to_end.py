@@ -247,3 +247,50 @@ def test_one_tenants_permanent_errors_do_not_touch_the_others(
     log = proc.logtext()
     assert 'field_type_conflict' in log and 'tenant-two' in log
     assert counts(influx, '"cpu.idle_perc"', 'value')['mon_tenant-two'] == 1
+
+
+def test_a_down_server_delays_only_its_tenants_even_across_a_kill(
+        influx, broker, topics, persister, tmp_path):
+    """tenant-two lives on a second influxd that is down: the others keep
+    being written; its records stay uncommitted in Kafka, so a SIGKILL of
+    the persister meanwhile loses none of them."""
+    second = servers.InfluxServer(str(tmp_path / 'second')).start()
+    second.stop()
+    mapping = tmp_path / 'tenant-servers'
+    mapping.write_text('tenant-two two\n')
+    extra = ('servers = two:%s\ntenant_servers_file = %s\nhold_after = 1\n'
+             'retry_timeout = 5' % (second.url, mapping))
+    others = ['mon_' + t for t in TENANTS if t != 'tenant-two']
+
+    def written():
+        got = counts(influx, '"cpu.idle_perc"', 'value')
+        return [got.get(db, 0) for db in others]
+
+    def grows(floor):
+        return wait_until(lambda: min(written()) > floor, 60, interval=0.2)
+    try:
+        with Feeder(broker, topics['metrics_topic']) as feeder:
+            proc = persister(batch_size=300, extra=extra)
+            assert grows(600), proc.logtext()[-3000:]
+            assert grows(min(written()) + 300), proc.logtext()[-3000:]
+            log = proc.logtext()
+            proc.kill()  # the held points in its memory are gone
+            proc = persister(batch_size=300, extra=extra)
+            assert grows(min(written()) + 300), proc.logtext()[-3000:]
+            second.start()
+        expected = feeder.expected()
+
+        def total():
+            got = counts(influx, '"cpu.idle_perc"', 'value')
+            got.update(counts(second, '"cpu.idle_perc"', 'value'))
+            return got
+        wait_until(lambda: total() == expected, 120)
+        assert total() == expected, proc.logtext()[-3000:]
+        assert 'mon_tenant-two' not in influx.databases()
+        assert 'holding points for InfluxDB at %s' % second.url in log
+        assert 'Kafka commits paused' in log
+        assert proc.alive(), proc.logtext()[-3000:]
+        assert wait_until(lambda: 'Kafka commits resumed' in proc.logtext(),
+                          30), proc.logtext()[-3000:]
+    finally:
+        second.close()

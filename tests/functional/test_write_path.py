@@ -168,6 +168,7 @@ def test_whole_request_refusals_are_split_to_keep_valid_lines(
 def test_unreachable_influxdb_fails_the_batch_after_the_bound(influx_conf):
     influx_conf.set_override('port', 1, 'influxdb')  # nothing listens
     influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+    influx_conf.set_override('held_points_max', 0, 'dbpt')
     repo = MetricsRepository(influx_conf)
     start = time.monotonic()
     with pytest.raises(WriteFailed, match='still failing'):
@@ -212,25 +213,63 @@ def test_a_changed_policy_amid_a_batch_of_databases_is_altered(
     assert repo.stats.total('policies_altered') == 1
 
 
-def test_tenants_on_another_server_are_written_there_and_isolated(
-        influx_conf, influx, tmp_path):
+@pytest.fixture
+def two_servers(influx_conf, tmp_path):
+    """Tenant b on a second real influxd, everyone else on the first."""
     from tests import servers
     second = servers.InfluxServer(str(tmp_path / 'second')).start()
-    try:
-        mapping = tmp_path / 'tenant-servers'
-        mapping.write_text('b two\n')
-        influx_conf.set_override('servers', {'two': second.url}, 'dbpt')
-        influx_conf.set_override('tenant_servers_file', str(mapping), 'dbpt')
-        influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
-        repo = MetricsRepository(influx_conf)
-        _feed(repo, [records.metric(t, timestamp=NOW) for t in 'ab'])
-        assert influx.databases() == {'mon_a'}
-        assert second.databases() == {'mon_b'}
-        # The second server goes away: its tenant fails the batch (so the
-        # persister does not commit it), the other tenant is written.
-        second.stop()
-        with pytest.raises(WriteFailed):
-            _feed(repo, [records.metric(t, timestamp=NOW + 1) for t in 'ab'])
-        assert _count(influx, 'mon_a') == 2
-    finally:
-        second.close()
+    mapping = tmp_path / 'tenant-servers'
+    mapping.write_text('b two\n')
+    influx_conf.set_override('servers', {'two': second.url}, 'dbpt')
+    influx_conf.set_override('tenant_servers_file', str(mapping), 'dbpt')
+    yield second
+    second.close()
+
+
+def test_tenants_on_another_server_are_written_there_and_isolated(
+        influx_conf, influx, two_servers):
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric(t, timestamp=NOW) for t in 'ab'])
+    assert influx.databases() == {'mon_a'}
+    assert two_servers.databases() == {'mon_b'}
+
+
+def test_a_down_server_delays_only_its_tenants(influx_conf, influx,
+                                               two_servers):
+    from monasca_persister_dbpt import commit_guard
+    influx_conf.set_override('hold_after', 0.5, 'dbpt')
+    influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric(t, timestamp=NOW) for t in 'ab'])
+    two_servers.stop()
+    # Both batches return: a is written, b is held and commits wait.
+    _feed(repo, [records.metric(t, timestamp=NOW + 1) for t in 'ab'])
+    _feed(repo, [records.metric(t, timestamp=NOW + 2 + i)
+                 for i in range(10) for t in 'ab'])
+    assert _count(influx, 'mon_a') == 12
+    assert repo.backlog.held() == 11
+    assert repo.stats.total('points_held') == 11
+    assert commit_guard._pause_check()
+    two_servers.start()  # same port, same data directory
+    deadline = time.monotonic() + 60
+    while repo.backlog.holding() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not repo.backlog.holding()
+    assert _count(two_servers, 'mon_b') == 12
+    assert repo.stats.total('points_replayed') == 11
+    assert not commit_guard._pause_check()
+    # Once it answers, its tenants are written directly again.
+    _feed(repo, [records.metric('b', timestamp=NOW + 20)])
+    assert _count(two_servers, 'mon_b') == 13
+
+
+def test_without_a_backlog_a_down_server_fails_the_batch(
+        influx_conf, influx, two_servers):
+    influx_conf.set_override('held_points_max', 0, 'dbpt')
+    influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    assert repo.backlog is None
+    two_servers.stop()
+    with pytest.raises(WriteFailed, match='still failing'):
+        _feed(repo, [records.metric(t, timestamp=NOW + 1) for t in 'ab'])
+    assert _count(influx, 'mon_a') == 1

@@ -19,14 +19,15 @@ class FakeWriter:
         self.submitted = []
         self.flushed = []
 
-    def submit(self, placement, lines):
+    def submit(self, placement, lines, retry_for=None):
         self.submitted.append((placement.database, list(lines)))
         return _Done()
 
-    def write_all(self, chunks, pending=()):
-        for future in pending:
+    def write_all(self, chunks, pending=(), retry_for=None):
+        for _, _, future in pending:
             future.result()
         self.flushed.extend((p.database, list(lines)) for p, lines in chunks)
+        return []
 
 
 class _Done:
