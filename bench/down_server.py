@@ -38,11 +38,23 @@ def rss_mib() -> float:
     return 0.0
 
 
+def held_bytes(backlog) -> float:
+    """Bytes of the held lines and the lists holding them, per point."""
+    total = points = 0
+    for queue in list(backlog._queues.values()):
+        for _, lines in list(queue):
+            total += sys.getsizeof(lines) + sum(map(sys.getsizeof, lines))
+            points += len(lines)
+    return total / max(points, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--records', type=int, default=200000)
     parser.add_argument('--tenants', type=int, default=100)
     parser.add_argument('--batch', type=int, default=20000)
+    parser.add_argument('--every', type=int, default=10,
+                        help='every Nth tenant is on the second server')
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix='dbpt-bench-down-')
@@ -52,7 +64,7 @@ def main() -> None:
         names = ['tenant%04d' % i for i in range(args.tenants)]
         mapping = os.path.join(work, 'tenant-servers')
         with open(mapping, 'w') as handle:
-            handle.writelines('%s two\n' % t for t in names[::10])
+            handle.writelines('%s two\n' % t for t in names[::args.every])
         configure(first, 4, 5000)
         cfg.CONF.set_override('servers', {'two': second.url}, 'dbpt')
         cfg.CONF.set_override('tenant_servers_file', mapping, 'dbpt')
@@ -74,6 +86,7 @@ def main() -> None:
         took_down = host_loop(repo, down, args.batch)
         gc.collect()
         rss1, held1 = rss_mib(), repo.backlog.held()
+        sizes = held_bytes(repo.backlog)
         second.start()
         t0 = time.perf_counter()
         while repo.backlog.holding():
@@ -82,7 +95,7 @@ def main() -> None:
 
         n = args.records
         print('records per run: %d over %d tenants, %d on the second server'
-              % (n, args.tenants, len(names[::10])))
+              % (n, args.tenants, len(names[::args.every])))
         print('both servers up:        %8.0f records/s' % (n / took_up))
         print('second server down:     %8.0f records/s  (%.0f%% of up; '
               '%d points held)' % (n / took_down, 100 * took_up / took_down,
@@ -93,6 +106,8 @@ def main() -> None:
         print('memory per held point:  %8.0f bytes (RSS %+.1f MiB for %d '
               'points)' % ((rss1 - rss0) * 2 ** 20 / max(held1 - held0, 1),
                            rss1 - rss0, held1 - held0))
+        print('held objects:           %8.0f bytes per point (lines and '
+              'their lists, sys.getsizeof)' % sizes)
         print('replay after it came back: %d points in %.1f s (%.0f '
               'points/s, from the start of influxd)'
               % (held1, took_replay, held1 / took_replay))

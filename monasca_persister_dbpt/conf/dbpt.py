@@ -91,7 +91,7 @@ writer_opts = [
                     'to it when it answers, the other tenants are written '
                     'meanwhile, and Kafka commits wait until every held '
                     'point is written (so a worker that dies meanwhile reads '
-                    'them again). About 300 bytes per point. Points that do '
+                    'them again). About 200 bytes per point. Points that do '
                     'not fit are retried up to retry_timeout as if this were '
                     '0. 0: a down server fails the whole batch after '
                     'retry_timeout, as upstream does. Needs the commit guard '
