@@ -55,7 +55,6 @@ class InfluxWriter:
                  stats: Optional[Stats] = None) -> None:
         self._timeout = request_timeout
         self._retry_timeout = retry_timeout
-        self._backoff_max = backoff_max
         #: Longest pause between two retries, for callers that pace their own.
         self.backoff_max = backoff_max
         self.stats = stats if stats is not None else Stats(interval=0)
@@ -281,7 +280,7 @@ class InfluxWriter:
                             server.url, str(exc).strip()[:200], attempt,
                             pause)
                 time.sleep(pause)
-                delay = min(delay * 2, self._backoff_max)
+                delay = min(delay * 2, self.backoff_max)
             else:
                 if self._down and server in self._down:
                     self._down.discard(server)
