@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class Stats:
         self._counts: dict[str, collections.Counter] = collections.defaultdict(
             collections.Counter)
         self._totals: collections.Counter = collections.Counter()
+        self._gauges: dict[str, Callable[[], int]] = {}
         self._interval = interval
         self._path = path
         self._next = time.monotonic() + interval if interval else None
@@ -36,10 +37,15 @@ class Stats:
             self._counts[tenant if tenant is not None else '-'][event] += n
             self._totals[event] += n
 
+    def gauge(self, name: str, read: Callable[[], int]) -> None:
+        """Report ``read()`` as *name* in every summary (a level, not a sum)."""
+        self._gauges[name] = read
+
     def snapshot(self) -> dict:
+        gauges = {name: read() for name, read in self._gauges.items()}
         with self._lock:
             return {'pid': os.getpid(), 'time': time.time(),
-                    'totals': dict(self._totals),
+                    'totals': dict(self._totals), 'gauges': gauges,
                     'tenants': {t: dict(c) for t, c in self._counts.items()}}
 
     def total(self, event: str) -> int:
@@ -57,8 +63,9 @@ class Stats:
         snap = self.snapshot()
         busiest = sorted(snap['tenants'].items(),
                          key=lambda kv: -sum(kv[1].values()))[:10]
-        LOG.info('dbpt totals %s; top tenants %s',
+        LOG.info('dbpt totals %s; now %s; top tenants %s',
                  json.dumps(snap['totals'], sort_keys=True),
+                 json.dumps(snap['gauges'], sort_keys=True),
                  json.dumps(dict(busiest), sort_keys=True))
         if self._path:
             path = '%s.%d' % (self._path, snap['pid'])

@@ -92,6 +92,7 @@ class TenantRepository(Repository):
         backlog = Backlog(self.writer, conf_obj.dbpt.held_points_max,
                           self.stats)
         commit_guard.pause_while(backlog.holding)
+        self.stats.gauge('points_held', backlog.held)
         return backlog
 
     def _new_batch(self) -> TenantBatch:

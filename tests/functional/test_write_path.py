@@ -249,6 +249,7 @@ def test_a_down_server_delays_only_its_tenants(influx_conf, influx,
     assert _count(influx, 'mon_a') == 12
     assert repo.backlog.held() == 11
     assert repo.stats.total('points_held') == 11
+    assert repo.stats.snapshot()['gauges'] == {'points_held': 11}
     assert commit_guard._pause_check()
     two_servers.start()  # same port, same data directory
     deadline = time.monotonic() + 60
@@ -257,6 +258,7 @@ def test_a_down_server_delays_only_its_tenants(influx_conf, influx,
     assert not repo.backlog.holding()
     assert _count(two_servers, 'mon_b') == 12
     assert repo.stats.total('points_replayed') == 11
+    assert repo.stats.snapshot()['gauges'] == {'points_held': 0}
     assert not commit_guard._pause_check()
     # Once it answers, its tenants are written directly again.
     _feed(repo, [records.metric('b', timestamp=NOW + 20)])
