@@ -35,3 +35,13 @@ def test_sample_config_is_current(tmp_path):
     committed = ROOT / 'etc' / 'monasca-persister-dbpt.conf.sample'
     assert out.read_text() == committed.read_text(), \
         'run: tox -e genconfig'
+
+
+def test_migration_runs_as_python_dash_m_with_the_seed_flags():
+    out = subprocess.run(
+        [sys.executable, '-m', 'monasca_persister_dbpt.migrate', '--help'],
+        capture_output=True, text=True, check=True).stdout
+    for flag in ('--config-file', '--migrate-retention-policy',
+                 '--migrate-skip-regex', '--migrate-time-unit',
+                 '--migrate-start-time-offset', '--migrate-end-time-offset'):
+        assert flag in out
