@@ -11,7 +11,9 @@ The guard: the host commits once per flush, right after ``write_batch``
 returned, when every record handed out so far has been written. Committing
 synchronously at that moment commits exactly those records and nothing
 later, for one round trip per flush. A commit with nothing new to commit
-(``_NO_OFFSET``) is normal and is not an error.
+(``_NO_OFFSET``) is normal and is not an error; a commit that fails (a
+rebalance, the broker away) is logged and left to the next flush, since it
+loses nothing.
 
 While a server is down, its tenants' points are held in memory by
 :mod:`monasca_persister_dbpt.backlog` and commits pause: Kafka keeps every
@@ -68,9 +70,18 @@ def _guarded_commit(self) -> None:
         self._consumer.commit(asynchronous=False)
     except confluent_kafka.KafkaException as exc:
         error = exc.args[0] if exc.args else None
-        if getattr(error, 'code', lambda: None)() != \
-                confluent_kafka.KafkaError._NO_OFFSET:
-            raise
+        code = getattr(error, 'code', lambda: None)()
+        if code != confluent_kafka.KafkaError._NO_OFFSET:
+            if getattr(error, 'fatal', lambda: False)():
+                raise
+            # A commit that fails loses nothing: the records stay
+            # uncommitted and the next flush commits past them. Raising
+            # would end the worker and then the whole persister, and a group
+            # rebalance fails the commits of every member at once.
+            # (Upstream's asynchronous commit never raised here.)
+            LOG.warning('Kafka commit failed; the next flush commits '
+                        'again, nothing is lost: %s', error)
+            return
     if _skipped:
         LOG.warning('Kafka commits resumed: every held point is written')
         _skipped = False

@@ -294,3 +294,31 @@ def test_a_down_server_delays_only_its_tenants_even_across_a_kill(
                           30), proc.logtext()[-3000:]
     finally:
         second.close()
+
+
+def test_two_persisters_in_one_group_survive_each_others_restarts(
+        influx, broker, topics, tmp_path):
+    """An HA pair: one is restarted three times (each a group rebalance,
+    which fails commits in flight); the other never exits, and every record
+    lands once."""
+    def start(name):
+        return servers.Persister(influx, broker, str(tmp_path / name),
+                                 batch_size=200, **topics).start()
+    steady = start('steady')
+    churn = []
+    try:
+        with Feeder(broker, topics['metrics_topic']) as feeder:
+            assert wait_until(lambda: counts(influx, '"cpu.idle_perc"',
+                                             'value'), 60, interval=0.2)
+            for i in range(3):
+                churn.append(start('churn%d' % i))
+                time.sleep(8)  # joins: a rebalance
+                churn[-1].stop()  # leaves: another one
+                time.sleep(4)
+                assert steady.alive(), steady.logtext()[-3000:]
+        assert_each_tenant_complete_and_alone(influx, feeder, steady)
+        assert steady.alive(), steady.logtext()[-3000:]
+    finally:
+        steady.stop()
+        for proc in churn:
+            proc.stop()

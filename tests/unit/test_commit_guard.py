@@ -58,9 +58,28 @@ def test_nothing_new_to_commit_does_not_end_the_worker(host_consumer):
     _bare(host_consumer, lib).commit()  # no exception
 
 
-def test_other_commit_errors_still_raise(host_consumer):
+@pytest.mark.parametrize('code', [
+    confluent_kafka.KafkaError._TRANSPORT,
+    confluent_kafka.KafkaError.REBALANCE_IN_PROGRESS,
+    confluent_kafka.KafkaError.ILLEGAL_GENERATION,
+    confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID])
+def test_a_failed_commit_is_logged_and_the_worker_goes_on(
+        host_consumer, caplog, code):
     commit_guard.install(True)
-    lib = _FakeLibConsumer(error=confluent_kafka.KafkaError._TRANSPORT)
+    lib = _FakeLibConsumer(error=code)
+    _bare(host_consumer, lib).commit()  # no exception: nothing is lost
+    assert len(lib.calls) == 1
+    assert 'Kafka commit failed' in caplog.text
+
+
+def test_a_fatal_commit_error_still_raises(host_consumer):
+    commit_guard.install(True)
+    lib = _FakeLibConsumer()
+
+    def commit(**kwargs):
+        raise confluent_kafka.KafkaException(confluent_kafka.KafkaError(
+            confluent_kafka.KafkaError._FATAL, fatal=True))
+    lib.commit = commit
     with pytest.raises(confluent_kafka.KafkaException):
         _bare(host_consumer, lib).commit()
 
