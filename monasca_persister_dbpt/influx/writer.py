@@ -54,7 +54,8 @@ class InfluxWriter:
                  retry_timeout: float = 120.0, backoff_max: float = 8.0,
                  stats: Optional[Stats] = None) -> None:
         self._timeout = request_timeout
-        self._retry_timeout = retry_timeout
+        #: Seconds a transient fault is retried before a write gives up.
+        self.retry_timeout = retry_timeout
         #: Longest pause between two retries, for callers that pace their own.
         self.backoff_max = backoff_max
         self.stats = stats if stats is not None else Stats(interval=0)
@@ -242,7 +243,7 @@ class InfluxWriter:
         With *retry_for*, the bound is that instead of ``retry_timeout`` and
         running out marks the server down (see :meth:`is_down`).
         """
-        bound = self._retry_timeout if retry_for is None else retry_for
+        bound = self.retry_timeout if retry_for is None else retry_for
         deadline = time.monotonic() + bound
         delay = 0.25
         attempt = 0

@@ -201,6 +201,14 @@ class Migration:
                                       len(copier.failures)))
         LOG.info(summary)
         print(summary)
+        reasons: dict = {}
+        for chunk, reason in copier.failures:
+            reasons.setdefault(chunk.tenant_id if chunk else None, reason)
+        for tenant, reason in reasons.items():
+            print('failed%s: %s' % (' for tenant %s' % tenant if tenant
+                                    else '', reason[:500]))
+        if reasons:
+            print('run the same command again to copy what failed')
         status = 1 if copier.failures else 0
         if c.verify:
             status = max(status, self._verify())

@@ -17,7 +17,7 @@ from typing import Optional
 
 from monasca_persister_dbpt.influx.influxql import downsample
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
-from monasca_persister_dbpt.influx.writer import InfluxWriter
+from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.plan import Chunk, Plan
 from monasca_persister_dbpt.migrate.plan import jobs, measurement_key
@@ -111,15 +111,23 @@ class Copier:
         self._lock = threading.Lock()
 
     def run(self, plan: Plan, progress: Progress) -> None:
-        self.writer.ensure(plan.placements())
+        down = self._ensure(plan.placements())
         outstanding = collections.Counter(
             measurement_key(plan.source, c.source_rp, c.measurement)
             for c in plan.chunks)
         failed_scopes = set()
         done_until = plan.plan_time + 1
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            futures = {pool.submit(self._copy, plan.source, job): job
-                       for job in jobs(plan.chunks, self.chunk_points)}
+            futures = {}
+            for job in jobs(plan.chunks, self.chunk_points):
+                server = job[0].placement.server
+                if server in down:  # fails at once, the others go on
+                    future: concurrent.futures.Future = \
+                        concurrent.futures.Future()
+                    future.set_exception(down[server])
+                else:
+                    future = pool.submit(self._copy, plan.source, job)
+                futures[future] = job
             for future in concurrent.futures.as_completed(futures):
                 job = futures[future]
                 try:
@@ -147,6 +155,24 @@ class Copier:
             if scope not in outstanding and scope not in failed_scopes:
                 self.checkpoint.mark(scope, plan.lower, done_until)
         self._backfill_tiers(plan)
+
+    def _ensure(self, placements) -> dict[Server, Exception]:
+        """Create the target databases, server by server; a server that
+        cannot be reached costs only its own tenants (left for a re-run)."""
+        by_server: dict[Server, list] = {}
+        for placement in placements:
+            by_server.setdefault(placement.server, []).append(placement)
+        down = {}
+        for server, group in by_server.items():
+            try:
+                self.writer.ensure(group,
+                                   retry_for=self.writer.retry_timeout)
+            except WriteFailed as exc:
+                LOG.error('InfluxDB at %s: %d tenant database(s) could not be '
+                          'created; their tenants are left for the next run: '
+                          '%s', server.url, len(group), exc)
+                down[server] = exc
+        return down
 
     def _backfill_tiers(self, plan: Plan) -> None:
         """Fill the tenants' tiers from the raw points just copied: a

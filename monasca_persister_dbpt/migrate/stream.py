@@ -85,13 +85,19 @@ class Streamer:
                 for series in result.get('series', []):
                     lines.extend(self._lines(measurement, series, types))
             if len(lines) >= LINES_PER_WRITE:
-                self.writer.write(chunk.placement, lines, precision='ns')
+                self._write(chunk, lines)
                 written += len(lines)
                 lines = []
         if lines:
-            self.writer.write(chunk.placement, lines, precision='ns')
+            self._write(chunk, lines)
             written += len(lines)
         return written
+
+    def _write(self, chunk, lines) -> None:
+        # Bounded, so that once a target server has run out of retries the
+        # later chunks for it fail at once and the other servers' go on.
+        self.writer.write(chunk.placement, lines, precision='ns',
+                          retry_for=self.writer.retry_timeout)
 
     @staticmethod
     def _lines(measurement: str, series: dict, types: dict) -> list:

@@ -311,3 +311,29 @@ def test_tenants_placed_on_another_server_are_streamed_there(
         assert snapshot(influx) == before
     finally:
         second.close()
+
+
+def test_a_target_server_that_is_down_costs_only_its_tenants(
+        influx, persister_conf, tmp_path):
+    from tests import servers
+    seed(influx, weeks=1, future=False)
+    second = servers.InfluxServer(str(tmp_path / 'second')).start()
+    second.stop()
+    try:
+        (tmp_path / 'servers').write_text('ops two\n')
+        with open(persister_conf, 'a') as handle:
+            handle.write('servers = two:%s\ntenant_servers_file = %s\n'
+                         % (second.url, tmp_path / 'servers'))
+        proc = migrate(persister_conf, cwd=tmp_path, check=1)
+        assert second.url in proc.stdout + proc.stderr
+        for tenant in ('project', 'project2'):
+            assert count(influx, 'mon_' + tenant, 'cpu.idle_perc') == 15
+        assert 'mon_ops' not in influx.databases()
+        # Back up: the next run copies what was left, and only that.
+        second.start()
+        out = migrate(persister_conf, '--verify', cwd=tmp_path,
+                      check=0).stdout
+        assert 'MISMATCH' not in out
+        assert count(second, 'mon_ops', 'cpu.idle_perc') == 15
+    finally:
+        second.close()
