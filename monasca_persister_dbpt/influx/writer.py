@@ -102,16 +102,37 @@ class InfluxWriter:
     def ensure(self, placements: Iterable[Placement],
                retry_for: Optional[float] = None) -> None:
         """Create every database of *placements* not known to exist yet."""
+        for exc in self.ensure_each(placements, retry_for).values():
+            raise exc
+
+    def ensure_each(self, placements: Iterable[Placement],
+                    retry_for: Optional[float] = None
+                    ) -> dict[Server, WriteFailed]:
+        """:meth:`ensure`, each server on its own (in parallel when there
+        are several); the servers that failed, and why, so that one that is
+        down costs only its own tenants."""
         by_server: dict[Server, list] = {}
         for p in placements:
             if not self.schema.known(p):
                 by_server.setdefault(p.server, []).append(p)
-        for server, group in by_server.items():
-            def create(server=server, group=group):
-                self.schema.ensure(group, lambda q: self.query(server, q))
-            self.retrying(server, 'creating %d database(s)' % len(group),
-                          create, tenant=group[0].tenant_id,
-                          retry_for=retry_for)
+
+        def create(server, group):
+            try:
+                self.retrying(
+                    server, 'creating %d database(s)' % len(group),
+                    lambda: self.schema.ensure(
+                        group, lambda q: self.query(server, q)),
+                    tenant=group[0].tenant_id, retry_for=retry_for)
+            except WriteFailed as exc:
+                return exc
+            return None
+        if len(by_server) > 1:
+            errors = list(self._pool.map(create, by_server,
+                                         by_server.values()))
+        else:
+            errors = [create(*item) for item in by_server.items()]
+        return {server: exc for server, exc in zip(by_server, errors)
+                if exc is not None}
 
     # -- writing -----------------------------------------------------------
 
@@ -124,35 +145,17 @@ class InfluxWriter:
                   pending: Sequence[tuple[Placement, Sequence[str],
                                           concurrent.futures.Future]] = (),
                   retry_for: Optional[float] = None) -> list[Failure]:
-        """Write every chunk in parallel; return the ones that failed.
-
-        New databases are created per server first, one request for many,
-        each server in its own thread so that one slow server does not hold
-        back the writes to the others.
-        """
-        by_server: dict[Server, list] = {}
-        for placement, lines in chunks:
-            by_server.setdefault(placement.server, []).append(
-                (placement, lines))
+        """Write every chunk in parallel; return the ones that failed."""
+        chunks = list(chunks)
+        down = self.ensure_each([p for p, _ in chunks], retry_for)
         writes = list(pending)
         failures: list[Failure] = []
-        creating = {}
-        for group in by_server.values():
-            if all(self.schema.known(p) for p, _ in group):
-                writes.extend((p, lines, self.submit(p, lines, retry_for))
-                              for p, lines in group)
+        for placement, lines in chunks:
+            if placement.server in down:
+                failures.append((placement, lines, down[placement.server]))
             else:
-                creating[self._pool.submit(
-                    self.ensure, [p for p, _ in group], retry_for)] = group
-        for future in concurrent.futures.as_completed(creating):
-            group = creating[future]
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - returned
-                failures.extend((p, lines, exc) for p, lines in group)
-                continue
-            writes.extend((p, lines, self.submit(p, lines, retry_for))
-                          for p, lines in group)
+                writes.append((placement, lines,
+                               self.submit(placement, lines, retry_for)))
         for placement, lines, future in writes:
             try:
                 future.result()

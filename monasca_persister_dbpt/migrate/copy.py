@@ -156,22 +156,15 @@ class Copier:
                 self.checkpoint.mark(scope, plan.lower, done_until)
         self._backfill_tiers(plan)
 
-    def _ensure(self, placements) -> dict[Server, Exception]:
-        """Create the target databases, server by server; a server that
-        cannot be reached costs only its own tenants (left for a re-run)."""
-        by_server: dict[Server, list] = {}
-        for placement in placements:
-            by_server.setdefault(placement.server, []).append(placement)
-        down = {}
-        for server, group in by_server.items():
-            try:
-                self.writer.ensure(group,
-                                   retry_for=self.writer.retry_timeout)
-            except WriteFailed as exc:
-                LOG.error('InfluxDB at %s: %d tenant database(s) could not be '
-                          'created; their tenants are left for the next run: '
-                          '%s', server.url, len(group), exc)
-                down[server] = exc
+    def _ensure(self, placements) -> dict[Server, WriteFailed]:
+        """Create the target databases; a server that cannot be reached
+        costs only its own tenants (left for a re-run)."""
+        down = self.writer.ensure_each(placements,
+                                       retry_for=self.writer.retry_timeout)
+        for server, exc in down.items():
+            LOG.error('InfluxDB at %s: tenant databases could not be created; '
+                      'their tenants are left for the next run: %s',
+                      server.url, exc)
         return down
 
     def _backfill_tiers(self, plan: Plan) -> None:
