@@ -9,6 +9,12 @@ anything is held (:func:`monasca_persister_dbpt.commit_guard.pause_while`):
 the down server's records stay uncommitted until they are written, and a
 worker that dies meanwhile reads them again from Kafka.
 
+Held points follow their tenant: before each attempt the tenant is placed
+again, so a tenant moved to another server in the tenant servers file takes
+its held points there. (A server removed from the configuration needs a
+restart, and commits waited for everything held: the restarted worker reads
+those records again from Kafka and places them anew.)
+
 Memory is bounded by ``[dbpt] held_points_max``. When a new failure does not
 fit, those points are written the old way, retried up to ``[dbpt]
 retry_timeout`` and then failed back to the persister uncommitted, so a long
@@ -21,11 +27,12 @@ import collections
 import logging
 import threading
 import time
-from typing import Iterable
+from typing import Iterable, Optional
 
 from monasca_persister_dbpt.influx.writer import Failure, InfluxWriter
 from monasca_persister_dbpt.influx.writer import WriteFailed
-from monasca_persister_dbpt.placement import Server
+from monasca_persister_dbpt.placement import InvalidTenantId
+from monasca_persister_dbpt.placement import PlacementMap, Server
 from monasca_persister_dbpt.stats import Stats
 
 LOG = logging.getLogger(__name__)
@@ -33,8 +40,10 @@ LOG = logging.getLogger(__name__)
 
 class Backlog:
     def __init__(self, writer: InfluxWriter, max_points: int,
-                 stats: Stats) -> None:
+                 stats: Stats,
+                 placements: Optional[PlacementMap] = None) -> None:
         self._writer = writer
+        self._placements = placements
         self._max = max_points
         self._stats = stats
         self._lock = threading.Lock()
@@ -92,32 +101,58 @@ class Backlog:
                 name='dbpt-replay')
             thread.start()
 
+    def _replace(self, placement):
+        """The tenant's placement now (the map file may have moved it)."""
+        if self._placements is None:
+            return placement
+        try:
+            return self._placements.place(placement.tenant_id)
+        except InvalidTenantId:  # pragma: no cover - was valid when held
+            return placement
+
     def _replay(self, server: Server) -> None:
         """Write a server's held points in order until none are left."""
         queue = self._queues[server]
         replayed = 0
+        first_pause = delay = min(0.25, self._writer.backoff_max)
         while True:
             with self._lock:
                 if not queue:
                     del self._threads[server]
                     break
                 placement, lines = queue[0]
+                current = self._replace(placement)
+                if current.server != server:
+                    # Moved: its points go with it, to the new server.
+                    queue.popleft()
+                    self._points -= len(lines)
+                    self._hold(current, lines)
+                    LOG.warning('%d held points of tenant %s follow it from '
+                                '%s to %s', len(lines), placement.tenant_id,
+                                server.url, current.server.url)
+                    continue
+                queue[0] = (current, lines)
             try:
-                # The full retry bound with backoff paces the attempts.
-                self._writer.write(placement, lines)
+                # One attempt, even though the server is marked down; the
+                # pause between attempts is ours, so a move is seen soon.
+                self._writer.write(current, lines, retry_for=0.0,
+                                   fail_fast=False)
             except WriteFailed as exc:
-                LOG.warning('held points for InfluxDB at %s: %s', server.url,
-                            exc)
+                LOG.debug('held points for InfluxDB at %s: %s', server.url,
+                          exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self._writer.backoff_max)
                 continue
             except Exception:  # noqa: BLE001 - keep the thread alive
                 LOG.exception('replaying held points to %s', server.url)
                 time.sleep(self._writer.backoff_max)
                 continue
+            delay = first_pause
             with self._lock:
                 queue.popleft()
                 self._points -= len(lines)
             replayed += len(lines)
-            self._stats.add(placement.tenant_id, 'points_replayed',
+            self._stats.add(current.tenant_id, 'points_replayed',
                             len(lines))
         LOG.warning('InfluxDB at %s: %d held points written', server.url,
                     replayed)

@@ -87,11 +87,17 @@ def _guarded_commit(self) -> None:
         _skipped = False
 
 
-def install(enabled: bool = True) -> bool:
-    """Patch the host's consumer once per process; True if the guard is on."""
-    global _installed_in
+def install(enabled: bool = True, legacy: bool = False) -> bool:
+    """Patch the host's consumer once per process; True if the guard is on.
+
+    With the legacy Kafka client (*legacy*) nothing is patched: that client
+    commits the offsets it tracked itself, synchronously.
+    """
+    global _installed_in, original_commit
+    if legacy:
+        return False
     if _installed_in == os.getpid():
-        return True
+        return original_commit is not None
     if not enabled:
         LOG.warning('[dbpt] commit_guard is off: the persister may commit '
                     'Kafka records before they are written (see the '
@@ -115,7 +121,6 @@ def install(enabled: bool = True) -> bool:
                     'shape it expects (monasca-common 3.8.0); upstream commit '
                     'behaviour is kept')
         return False
-    global original_commit
     original_commit = commit
     target.commit = _guarded_commit
     _installed_in = os.getpid()

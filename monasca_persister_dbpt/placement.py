@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import string
 import time
 import urllib.parse
 from typing import Mapping, Optional, Sequence
@@ -29,6 +30,9 @@ _UNIT_HOURS = {'h': 1, 'd': 24, 'w': 24 * 7}
 
 
 LOG = logging.getLogger(__name__)
+#: Placements cached per process (the cache is emptied when full; a miss
+#: costs a validation and a string concatenation).
+PLACEMENT_CACHE_MAX = 20000
 #: Seconds between two looks at the tenant servers file.
 SERVERS_FILE_CHECK = 10.0
 
@@ -39,6 +43,19 @@ class InvalidTenantId(ValueError):
 
 class InvalidDuration(ValueError):
     """A retention value that is not ``<N>h``, ``<N>d``, ``<N>w`` or ``inf``."""
+
+
+class InvalidOption(ValueError):
+    """An option value refused at start-up; the message names the option."""
+
+
+#: Placeholders a database template may hold besides ``{tenant_id}``. Each
+#: is fixed for the whole deployment, so the name stays a one-to-one
+#: function of the tenant id.
+TEMPLATE_PLACEHOLDERS = ('database_name',)
+#: Databases no tenant is ever written to: InfluxDB's own, and (added per
+#: mapping) the shared database the migration reads from.
+RESERVED_DATABASES = frozenset({'_internal'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +199,29 @@ def parse_overrides(items: Mapping[str, str] | str,
     return result
 
 
+def default_shard_hours(hours: Optional[int]) -> int:
+    """The shard group duration InfluxDB 1.x picks for a policy."""
+    if hours is None or hours >= 24 * 183:
+        return 24 * 7
+    return 24 if hours >= 48 else 1
+
+
+def _shard_duration(text: Optional[str]) -> Optional[str]:
+    """``[dbpt] shard_duration`` as InfluxDB takes it; a unit is required,
+    since InfluxQL refuses a bare number (``expected duration``)."""
+    if not text:
+        return None
+    value = str(text).strip()
+    if not re.fullmatch(r'\d+[hdw]', value):
+        raise InvalidOption('[dbpt] shard_duration %r: use <N>h, <N>d or '
+                            '<N>w, e.g. 1d' % (text,))
+    try:
+        parse_duration(value)
+    except InvalidDuration as exc:
+        raise InvalidOption('[dbpt] shard_duration: %s' % exc) from None
+    return value
+
+
 def parse_server(url: str, like: Server) -> Server:
     """``http(s)://host:port`` -> Server, credentials taken from *like*."""
     parsed = urllib.parse.urlsplit(str(url).strip())
@@ -199,9 +239,59 @@ def check_database_name(name: str) -> None:
     bad = _FORBIDDEN.search(name)
     if bad:
         raise InvalidTenantId('database name %r contains %r' % (name, bad.group()))
+    if not name.isprintable():
+        # influxd's meta.ValidName: unicode.IsPrint, the same classes.
+        bad = next(c for c in name if not c.isprintable())
+        raise InvalidTenantId('database name %r contains the non-printable '
+                              'character %r' % (name, bad))
     if len(name.encode('utf-8')) > _MAX_NAME_BYTES:
         raise InvalidTenantId('database name is longer than %d bytes'
                               % _MAX_NAME_BYTES)
+
+
+def parse_template(template: str, **fixed: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` such that a tenant's database is
+    ``prefix + tenant_id + suffix``; refuse any template for which that is
+    not so.
+
+    The template is parsed as a format string, not searched as text, so
+    ``{{tenant_id}}`` (a literal), ``{tenant_id!r}``, ``{tenant_id:.4}`` or
+    ``{tenant_id[0]}`` (which would let two tenants share a database) are
+    all refused, and so is any placeholder that is not documented.
+    """
+    def refuse(what: str) -> InvalidOption:
+        return InvalidOption('[dbpt] database_template %r: %s' % (template,
+                                                                  what))
+    try:
+        parts = list(string.Formatter().parse(str(template)))
+    except ValueError as exc:
+        raise refuse('%s (write a literal brace as {{ or }})' % exc) \
+            from None
+    prefix, suffix, tenant_fields = [], [], 0
+    for literal, field, spec, conversion in parts:
+        (suffix if tenant_fields else prefix).append(literal)
+        if field is None:
+            continue
+        if conversion or spec:
+            raise refuse('{%s%s%s} has a conversion or format spec; only '
+                         'plain {tenant_id} and {%s} are allowed' % (
+                             field, '!' + conversion if conversion else '',
+                             ':' + spec if spec else '',
+                             '}, {'.join(TEMPLATE_PLACEHOLDERS)))
+        if field == 'tenant_id':
+            tenant_fields += 1
+            if tenant_fields > 1:
+                raise refuse('{tenant_id} appears more than once')
+        elif field in TEMPLATE_PLACEHOLDERS:
+            (suffix if tenant_fields else prefix).append(fixed[field])
+        else:
+            raise refuse('unknown placeholder {%s}; the template may hold '
+                         'only {tenant_id} (exactly once) and {%s}' % (
+                             field, '}, {'.join(TEMPLATE_PLACEHOLDERS)))
+    if tenant_fields != 1:
+        raise refuse('has no {tenant_id} placeholder: every tenant would '
+                     'share one database')
+    return ''.join(prefix), ''.join(suffix)
 
 
 class PlacementMap:
@@ -224,42 +314,100 @@ class PlacementMap:
         self.servers.setdefault('default', server)
         for name in hash_servers:
             if name not in self.servers:
-                raise ValueError('[dbpt] hash_servers names %r, which is not '
+                raise InvalidOption('[dbpt] hash_servers names %r, which is not '
                                  'in [dbpt] servers' % name)
         self.hash_servers = [self.servers[n] for n in hash_servers]
         self.tenant_servers_file = tenant_servers_file
         self._tenant_servers: dict[str, Server] = {}
         self._servers_file_seen = None
         self._servers_file_next = 0.0
-        self.tiers = tiers
-        self.tenant_tiers = dict(tenant_tiers or {})
+        self._tiers_in = tiers
+        self._tenant_tiers_in = dict(tenant_tiers or {})
         self.database_name = database_name
         self.db_per_tenant = db_per_tenant
         self.database_template = database_template
-        self._pattern = re.compile(tenant_id_pattern)
-        if shard_duration:
-            parse_duration(shard_duration)  # refuse a bad value at start-up
-        self._shard_duration = shard_duration
-        self.default_retention = self._with_shard(
-            RetentionPolicy('%dh' % default_retention_hours,
-                            default_retention_hours)
-            if default_retention_hours > 0 else None)
+        try:
+            self._pattern = re.compile(tenant_id_pattern)
+        except re.error as exc:
+            raise InvalidOption('[dbpt] tenant_id_pattern %r does not '
+                                'compile: %s' % (tenant_id_pattern, exc)) \
+                from None
+        self._shard_duration = _shard_duration(shard_duration)
+        # Per tenant, "no retention" is still a policy to reconcile to
+        # (InfluxDB's own autogen, infinite), so that removing an override
+        # or default_retention_hours brings a shortened policy back.
+        if default_retention_hours > 0:
+            default = RetentionPolicy('%dh' % default_retention_hours,
+                                      default_retention_hours)
+        elif db_per_tenant:
+            default = RetentionPolicy('autogen', None)
+        else:
+            default = None
+        self.default_retention = self._with_shard(default)
         self.overrides = {t: self._with_shard(rp) for t, rp in
                           (retention_overrides or {}).items()}
+        self.tiers = self._tiers_with_shard(self._tiers_in)
+        self.tenant_tiers = {t: self._tiers_with_shard(tt) for t, tt in
+                             self._tenant_tiers_in.items()}
+        self._check_tiers()
         self.default_server = server
         self._cache: dict[str, Placement] = {}
-        if '{tenant_id}' not in database_template and db_per_tenant:
-            raise ValueError('[dbpt] database_template %r has no {tenant_id}: '
-                             'every tenant would share one database'
-                             % database_template)
-        check_database_name(database_name)
+        try:
+            check_database_name(database_name)
+        except InvalidTenantId as exc:
+            raise InvalidOption('[influxdb] database_name: %s' % exc) \
+                from None
+        # Checked whether or not db_per_tenant is on: the migration turns it
+        # on, and a template must never become valid by accident.
+        self._prefix, self._suffix = parse_template(
+            database_template, database_name=database_name)
+        try:
+            check_database_name(self._prefix + 'x' + self._suffix)
+        except InvalidTenantId as exc:
+            raise InvalidOption('[dbpt] database_template %r: %s' % (
+                database_template, exc)) from None
+        #: Never a tenant's database: InfluxDB's own and the shared one.
+        self.reserved = RESERVED_DATABASES | {database_name}
         if tenant_servers_file:
             self._check_servers_file()  # a bad file fails at start-up
 
     def _with_shard(self, rp: Optional[RetentionPolicy]):
+        """*rp* with ``[dbpt] shard_duration``, or, for a policy shorter
+        than that, the shard duration InfluxDB would choose for it (a shard
+        group may never outlast its policy)."""
         if rp is None or not self._shard_duration:
             return rp
-        return dataclasses.replace(rp, shard_duration=self._shard_duration)
+        shard = self._shard_duration
+        if rp.hours is not None and parse_duration(shard).hours > rp.hours:
+            shard = '%dh' % default_shard_hours(rp.hours)
+        return dataclasses.replace(rp, shard_duration=shard)
+
+    def _tiers_with_shard(self, tiers: tuple) -> tuple:
+        return tuple(dataclasses.replace(t, policy=self._with_shard(t.policy))
+                     for t in tiers)
+
+    def _check_tiers(self) -> None:
+        """A tier kept for less time than the raw data it summarises is
+        a mistake (its means would expire first): refuse it at start."""
+        cases = [('[dbpt] retention_tiers', None, self.tiers)]
+        cases += [('[dbpt] tenant_tiers', t, tt)
+                  for t, tt in self.tenant_tiers.items()]
+        cases += [('[dbpt] retention_tiers', t, self.tiers)
+                  for t in self.overrides if t not in self.tenant_tiers]
+        for option, tenant, tiers in cases:
+            raw = self.overrides.get(tenant, self.default_retention) \
+                if tenant is not None else self.default_retention
+            if raw is None or raw.hours is None:
+                continue
+            for tier in tiers:
+                if tier.policy.hours is not None and \
+                        tier.policy.hours < raw.hours:
+                    raise InvalidOption(
+                        '%s: tier %s is kept %s, shorter than the raw '
+                        'policy %s%s' % (option, tier.interval,
+                                         tier.policy.duration, raw.duration,
+                                         ' of project %s' % tenant
+                                         if tenant else ''))
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, *,
@@ -269,12 +417,27 @@ class PlacementMap:
         """The mapping of a config; the migration forces db_per_tenant and
         adds its command line's overrides on top of the config's."""
         influx, dbpt = conf.influxdb, conf.dbpt
-        overrides = parse_overrides(dbpt.retention_overrides)
+
+        def option(name, parse, value):
+            try:
+                return parse(value)
+            except (InvalidDuration, ValueError) as exc:
+                if isinstance(exc, InvalidOption):
+                    raise
+                raise InvalidOption('[dbpt] %s: %s' % (name, exc)) from None
+        overrides = option('retention_overrides', parse_overrides,
+                           dbpt.retention_overrides)
         overrides.update(extra_overrides or {})
         default = Server(host=influx.ip_address or '127.0.0.1',
                          port=influx.port, ssl=influx.ssl,
                          verify_ssl=influx.verify_ssl, user=influx.user,
                          password=influx.password)
+        if 'default' in dbpt.servers:
+            raise InvalidOption('[dbpt] servers: the name "default" is '
+                                'reserved for [influxdb] ip_address/port; '
+                                'give this server another name')
+        servers = {name: option('servers', lambda u: parse_server(u, default),
+                                url) for name, url in dbpt.servers.items()}
         return cls(
             database_name=influx.database_name,
             db_per_tenant=influx.db_per_tenant if db_per_tenant is None
@@ -284,16 +447,27 @@ class PlacementMap:
             default_retention_hours=influx.default_retention_hours,
             retention_overrides=overrides,
             shard_duration=dbpt.shard_duration,
-            tiers=parse_tiers(dbpt.retention_tiers),
-            tenant_tiers=parse_tenant_tiers(dbpt.tenant_tiers),
-            servers={name: parse_server(url, default) for name, url in
-                     dbpt.servers.items()},
+            tiers=option('retention_tiers', parse_tiers,
+                         dbpt.retention_tiers),
+            tenant_tiers=option('tenant_tiers', parse_tenant_tiers,
+                                dbpt.tenant_tiers),
+            servers=servers,
             tenant_servers_file=dbpt.tenant_servers_file,
             hash_servers=dbpt.hash_servers,
-            server=Server(host=influx.ip_address or '127.0.0.1',
-                          port=influx.port, ssl=influx.ssl,
-                          verify_ssl=influx.verify_ssl, user=influx.user,
-                          password=influx.password))
+            server=default)
+
+    def describe(self) -> str:
+        """One line for the start-up log: what the mapping will do."""
+        if not self.db_per_tenant:
+            return 'shared: every tenant in %s' % self.database_name
+        rp = self.default_retention
+        return ('%s<tenant>%s on %s%s, default retention %s, %d override(s)'
+                '%s' % (self._prefix, self._suffix, self.default_server.url,
+                        ' and %d more server(s)' % (len(self.servers) - 1)
+                        if len(self.servers) > 1 else '',
+                        rp.duration if rp else 'INF', len(self.overrides),
+                        ', tiers %s' % ','.join(t.interval for t in self.tiers)
+                        if self.tiers else ''))
 
     def validate(self, tenant_id) -> None:
         """Raise InvalidTenantId saying why *tenant_id* gets no database."""
@@ -314,8 +488,7 @@ class PlacementMap:
     def database_for(self, tenant_id: str) -> str:
         if not self.db_per_tenant:
             return self.database_name
-        return self.database_template.format(
-            database_name=self.database_name, tenant_id=tenant_id)
+        return self._prefix + tenant_id + self._suffix
 
     def retention_for(self, tenant_id: str) -> Optional[RetentionPolicy]:
         if self.db_per_tenant and tenant_id in self.overrides:
@@ -352,7 +525,7 @@ class PlacementMap:
                 LOG.error('tenant servers file: %s; keeping the last map',
                           exc)
             else:
-                raise ValueError('[dbpt] tenant_servers_file: %s' % exc) \
+                raise InvalidOption('[dbpt] tenant_servers_file: %s' % exc) \
                     from None
             return
         seen = (stat.st_mtime_ns, stat.st_size)
@@ -371,7 +544,8 @@ class PlacementMap:
                                    line.strip(),
                                    ', '.join(sorted(self.servers))))
                     if self._servers_file_seen is None:
-                        raise ValueError(message)
+                        raise InvalidOption('[dbpt] tenant_servers_file: '
+                                            + message)
                     LOG.error('%s; keeping the last map', message)
                     return
                 mapping[words[0]] = self.servers[words[1]]
@@ -399,10 +573,15 @@ class PlacementMap:
             self.validate(tenant_id)
             database = self.database_for(tenant_id)
             check_database_name(database)
+            if self.db_per_tenant and database in self.reserved:
+                raise InvalidTenantId(
+                    'tenant id %r would be written to %r, which is reserved '
+                    '(InfluxDB\'s own or the shared database)'
+                    % (tenant_id, database))
             placement = Placement(tenant_id, self.server_for(tenant_id),
                                   database, self.retention_for(tenant_id),
                                   self.tiers_for(tenant_id))
-            if len(self._cache) >= 100000:
+            if len(self._cache) >= PLACEMENT_CACHE_MAX:
                 self._cache.clear()
             self._cache[tenant_id] = placement
         return placement

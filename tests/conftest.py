@@ -52,6 +52,7 @@ def influx_conf(conf, influx):
     conf.set_override('port', influx.port, 'influxdb')
     conf.set_override('db_per_tenant', True, 'influxdb')
     conf.set_override('retry_timeout', 5, 'dbpt')
+    conf.set_override('hold_after', 2, 'dbpt')
     conf.set_override('stats_interval', 0, 'dbpt')
     return conf
 

@@ -14,6 +14,12 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     dbpt.register_opts(conf)
 
 
+def check(conf: cfg.ConfigOpts = CONF) -> None:
+    """Refuse option values that contradict each other, naming them; the
+    mapping's own options are checked when the mapping is built."""
+    dbpt.check(conf)
+
+
 def list_opts():
     """Our own options, for oslo-config-generator and the docs."""
     return [dbpt.list_opts()]

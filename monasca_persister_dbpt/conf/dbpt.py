@@ -125,6 +125,16 @@ guard_opts = [
 dbpt_opts = placement_opts + writer_opts + guard_opts
 
 
+def check(conf: cfg.ConfigOpts) -> None:
+    """Cross-option rules oslo.config cannot express."""
+    group = conf.dbpt
+    if group.held_points_max > 0 and group.hold_after >= group.retry_timeout:
+        raise ValueError(
+            '[dbpt] hold_after (%s s) must be shorter than [dbpt] '
+            'retry_timeout (%s s): a down server is noticed after hold_after'
+            % (group.hold_after, group.retry_timeout))
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_group(dbpt_group)
     conf.register_opts(dbpt_opts, dbpt_group)

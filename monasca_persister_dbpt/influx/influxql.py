@@ -51,14 +51,18 @@ def alter_default_policy(database: str, existing_name: str,
         quote_ident(existing_name), quote_ident(database), _durations(rp))
 
 
+def create_policy(database: str, rp: RetentionPolicy,
+                  default: bool = False) -> str:
+    # InfluxQL's order here is fixed: DURATION, REPLICATION, SHARD DURATION.
+    statement = 'CREATE RETENTION POLICY %s ON %s DURATION %s REPLICATION 1' \
+        % (quote_ident(rp.name), quote_ident(database), rp.duration)
+    if rp.shard_duration:
+        statement += ' SHARD DURATION %s' % rp.shard_duration
+    return statement + (' DEFAULT' if default else '')
+
+
 def create_default_policy(database: str, rp: RetentionPolicy) -> str:
-    return 'CREATE RETENTION POLICY %s ON %s %s REPLICATION 1 DEFAULT' % (
-        quote_ident(rp.name), quote_ident(database), _durations(rp))
-
-
-def create_policy(database: str, rp: RetentionPolicy) -> str:
-    return 'CREATE RETENTION POLICY %s ON %s %s REPLICATION 1' % (
-        quote_ident(rp.name), quote_ident(database), _durations(rp))
+    return create_policy(database, rp, default=True)
 
 
 def alter_policy(database: str, rp: RetentionPolicy) -> str:

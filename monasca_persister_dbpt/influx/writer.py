@@ -25,9 +25,10 @@ from typing import Iterable, Optional, Sequence
 import requests
 
 from monasca_persister_dbpt.influx import errors
+from monasca_persister_dbpt.influx.schema import DatabaseRefused
 from monasca_persister_dbpt.influx.schema import Schema, SchemaError
 from monasca_persister_dbpt.placement import Placement, Server
-from monasca_persister_dbpt.stats import Stats
+from monasca_persister_dbpt.stats import LogThrottle, Stats
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class InfluxWriter:
         self.schema = Schema(self.stats)
         self._local = threading.local()
         self._down: set[Server] = set()
+        self._throttle = LogThrottle(logger=LOG)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='dbpt-writer')
 
@@ -88,6 +90,9 @@ class InfluxWriter:
                 timeout=self._timeout)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(None, str(exc)) from exc
+        if response.status_code == 400:  # InfluxQL it will never take
+            raise SchemaError('%s: %s' % (statements[:200],
+                                          response.text.strip()[:300]))
         if response.status_code != 200:
             raise _Transient(response.status_code, response.text)
         body = response.json()
@@ -106,33 +111,46 @@ class InfluxWriter:
             raise exc
 
     def ensure_each(self, placements: Iterable[Placement],
-                    retry_for: Optional[float] = None
-                    ) -> dict[Server, WriteFailed]:
+                    retry_for: Optional[float] = None,
+                    fail_fast: bool = True) -> dict[Placement, Exception]:
         """:meth:`ensure`, each server on its own (in parallel when there
-        are several); the servers that failed, and why, so that one that is
-        down costs only its own tenants."""
+        are several); the placements that failed, and why:
+        :class:`DatabaseRefused` for a database InfluxDB refused (that
+        tenant alone), :class:`WriteFailed` for all of a server's
+        placements when the server did not answer."""
         by_server: dict[Server, list] = {}
+        failed: dict[Placement, Exception] = {}
         for p in placements:
-            if not self.schema.known(p):
+            refused = self.schema.refused(p)
+            if refused is not None:
+                failed[p] = refused
+            elif not self.schema.known(p):
                 by_server.setdefault(p.server, []).append(p)
 
-        def create(server, group):
+        def create(server, group) -> dict:
             try:
-                self.retrying(
+                return self.retrying(
                     server, 'creating %d database(s)' % len(group),
                     lambda: self.schema.ensure(
                         group, lambda q: self.query(server, q)),
-                    tenant=group[0].tenant_id, retry_for=retry_for)
+                    tenant=group[0].tenant_id, retry_for=retry_for,
+                    fail_fast=fail_fast)
             except WriteFailed as exc:
-                return exc
-            return None
+                return {p: exc for p in group}
         if len(by_server) > 1:
-            errors = list(self._pool.map(create, by_server,
-                                         by_server.values()))
+            results = list(self._pool.map(create, by_server,
+                                          by_server.values()))
         else:
-            errors = [create(*item) for item in by_server.items()]
-        return {server: exc for server, exc in zip(by_server, errors)
-                if exc is not None}
+            results = [create(*item) for item in by_server.items()]
+        for result in results:
+            failed.update(result)
+        return failed
+
+    def refuse(self, placement: Placement, lines: Sequence[str],
+               exc: DatabaseRefused) -> None:
+        """Count and drop the points of a tenant whose database InfluxDB
+        refused; one log line per tenant a minute at most."""
+        self._drop(placement, 'database_refused', len(lines), str(exc))
 
     # -- writing -----------------------------------------------------------
 
@@ -147,12 +165,15 @@ class InfluxWriter:
                   retry_for: Optional[float] = None) -> list[Failure]:
         """Write every chunk in parallel; return the ones that failed."""
         chunks = list(chunks)
-        down = self.ensure_each([p for p, _ in chunks], retry_for)
+        failed = self.ensure_each([p for p, _ in chunks], retry_for)
         writes = list(pending)
         failures: list[Failure] = []
         for placement, lines in chunks:
-            if placement.server in down:
-                failures.append((placement, lines, down[placement.server]))
+            exc = failed.get(placement)
+            if isinstance(exc, DatabaseRefused):
+                self.refuse(placement, lines, exc)
+            elif exc is not None:
+                failures.append((placement, lines, exc))
             else:
                 writes.append((placement, lines,
                                self.submit(placement, lines, retry_for)))
@@ -163,11 +184,30 @@ class InfluxWriter:
                 failures.append((placement, lines, exc))
         return failures
 
+    def _ready(self, placement: Placement, retry_for: Optional[float],
+               fail_fast: bool = True) -> Optional[DatabaseRefused]:
+        """Make sure the database exists; its refusal if InfluxDB refused
+        it (a server that does not answer raises)."""
+        exc = self.schema.refused(placement)
+        if exc is None and not self.schema.known(placement):
+            exc = self.ensure_each([placement], retry_for,
+                                   fail_fast).get(placement)
+        if exc is not None and not isinstance(exc, DatabaseRefused):
+            raise exc
+        return exc
+
     def write(self, placement: Placement, lines: Sequence[str],
-              precision: str = 'ms', retry_for: Optional[float] = None) -> None:
-        """Write *lines*; drop only what InfluxDB refuses for good."""
-        if not self.schema.known(placement):
-            self.ensure([placement], retry_for)
+              precision: str = 'ms', retry_for: Optional[float] = None,
+              fail_fast: bool = True) -> None:
+        """Write *lines*; drop only what InfluxDB refuses for good.
+
+        *fail_fast* False makes a bounded write try a server marked down
+        anyway (the replay of held points probes it this way).
+        """
+        refused = self._ready(placement, retry_for, fail_fast)
+        if refused is not None:
+            self.refuse(placement, lines, refused)
+            return
         body = '\n'.join(lines).encode('utf-8')
         creates = 0
         while True:
@@ -175,7 +215,8 @@ class InfluxWriter:
                 placement.server, 'writing %d points to %s' % (
                     len(lines), placement.database),
                 lambda: self._post(placement, body, precision),
-                tenant=placement.tenant_id, retry_for=retry_for)
+                tenant=placement.tenant_id, retry_for=retry_for,
+                fail_fast=fail_fast)
             if status == 204:
                 self.stats.add(placement.tenant_id, 'points_written',
                                len(lines))
@@ -187,7 +228,10 @@ class InfluxWriter:
                 LOG.warning('%s for tenant %s: creating it again',
                             text.strip(), placement.tenant_id)
                 self.schema.forget(placement)
-                self.ensure([placement], retry_for)
+                refused = self._ready(placement, retry_for, fail_fast)
+                if refused is not None:
+                    self.refuse(placement, lines, refused)
+                    return
                 continue
             if rule.action is errors.Action.DROPPED:
                 dropped = errors.dropped_count(text, 1) or 1
@@ -200,8 +244,10 @@ class InfluxWriter:
                     self._drop(placement, rule.reason, 1, text, lines[0])
                     return
                 half = len(lines) // 2
-                self.write(placement, lines[:half], precision, retry_for)
-                self.write(placement, lines[half:], precision, retry_for)
+                self.write(placement, lines[:half], precision, retry_for,
+                           fail_fast)
+                self.write(placement, lines[half:], precision, retry_for,
+                           fail_fast)
                 return
             raise WriteFailed('writing %d points for tenant %s to %s: HTTP '
                               '%s %s' % (len(lines), placement.tenant_id,
@@ -228,10 +274,11 @@ class InfluxWriter:
 
     def _drop(self, placement, reason, count, text, line=None) -> None:
         self.stats.add(placement.tenant_id, 'dropped_' + reason, count)
-        LOG.warning('dropped %d point(s) of tenant %s in %s (%s): %s%s',
-                    count, placement.tenant_id, placement.database, reason,
-                    text.strip()[:300],
-                    '; line: %s' % line[:300] if line else '')
+        self._throttle.log(
+            (placement.tenant_id, reason), logging.WARNING,
+            'dropped %d point(s) of tenant %s in %s (%s): %s%s',
+            count, placement.tenant_id, placement.database, reason,
+            text.strip()[:300], '; line: %s' % line[:300] if line else '')
 
     def run(self, server: Server, statement: str) -> list:
         """Run InfluxQL with the bounded retry; per-statement results."""
@@ -240,26 +287,29 @@ class InfluxWriter:
 
     def retrying(self, server: Server, what: str, call,
                  tenant: Optional[str] = None,
-                 retry_for: Optional[float] = None):
+                 retry_for: Optional[float] = None, fail_fast: bool = True):
         """Run *call*, retrying transient faults with backoff until the bound.
 
         With *retry_for*, the bound is that instead of ``retry_timeout`` and
-        running out marks the server down (see :meth:`is_down`).
+        running out marks the server down (see :meth:`is_down`). Only a
+        server that does not answer, or answers 5xx (or refuses our
+        credentials), is retried: a statement InfluxDB refused is a
+        tenant's problem and is raised at once.
         """
         bound = self.retry_timeout if retry_for is None else retry_for
         deadline = time.monotonic() + bound
         delay = 0.25
         attempt = 0
         while True:
-            if retry_for is not None and server in self._down:
+            if retry_for is not None and fail_fast and server in self._down:
                 raise ServerDown('InfluxDB at %s is down (%s%s)' % (
                     server.url, what, ', tenant %s' % tenant if tenant
                     else ''))
             attempt += 1
             try:
                 result = call()
-            except (_Transient, SchemaError, requests.RequestException,
-                    ValueError) as exc:
+            except (_Transient, requests.RequestException) as exc:
+                self._auth_error(server, exc)
                 left = deadline - time.monotonic()
                 if left <= 0 and retry_for is not None:
                     if server not in self._down:
@@ -290,6 +340,19 @@ class InfluxWriter:
                     self._down.discard(server)
                     LOG.warning('InfluxDB at %s answers again', server.url)
                 return result
+
+    def _auth_error(self, server: Server, exc: Exception) -> None:
+        """An ERROR an operator cannot miss when InfluxDB refuses our
+        credentials (nothing is lost: the points wait, as for a down
+        server)."""
+        status = getattr(exc, 'status', None)
+        if status in (401, 403):
+            self._throttle.log(
+                (server.url, 'auth'), logging.ERROR,
+                'InfluxDB at %s refuses our credentials (HTTP %d: %s): check '
+                '[influxdb] user and password; the points are kept and '
+                'retried, nothing is committed past them', server.url, status,
+                str(exc)[:200])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

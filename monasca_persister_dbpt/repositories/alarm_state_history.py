@@ -30,6 +30,10 @@ def _text(value, name: str) -> str:
 class AlarmStateHistoryRepository(TenantRepository):
     kind = 'alarm transition'
 
+    @staticmethod
+    def tenant_in(record):
+        return record['alarm-transitioned']['tenantId']
+
     def to_line(self, record: dict) -> tuple[str, str]:
         alarm = record['alarm-transitioned']
         tenant_id = alarm['tenantId']

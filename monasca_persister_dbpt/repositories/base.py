@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import os
 from typing import Any, Optional
 
 import orjson
@@ -60,9 +61,20 @@ class TenantRepository(Repository):
 
     def __init__(self, conf_obj: cfg.ConfigOpts = cfg.CONF) -> None:
         conf.register_opts(conf_obj)
-        guarded = commit_guard.install(conf_obj.dbpt.commit_guard)
-        self.placements = PlacementMap.from_conf(conf_obj)
         dbpt = conf_obj.dbpt
+        try:
+            conf.check(conf_obj)
+            self.placements = PlacementMap.from_conf(conf_obj)
+        except ValueError as exc:
+            # The host ends every worker when one exits, before any record
+            # is consumed: a bad config stops start-up instead of dropping
+            # data later.
+            LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
+            raise
+        kafka = getattr(conf_obj, 'kafka', None)
+        legacy = bool(getattr(kafka, 'legacy_kafka_client_enabled', False)) \
+            if kafka is not None else False
+        guarded = commit_guard.install(dbpt.commit_guard, legacy)
         self.stats = Stats(interval=dbpt.stats_interval, path=dbpt.stats_file)
         self.writer = InfluxWriter(
             concurrency=dbpt.write_concurrency,
@@ -72,28 +84,36 @@ class TenantRepository(Repository):
         self.chunk_size = conf_obj.influxdb.batch_size
         self.pipeline_points = dbpt.pipeline_points
         self.hold_after = dbpt.hold_after
-        self.backlog = self._backlog(conf_obj, guarded)
+        self.backlog, held = self._backlog(conf_obj, guarded, legacy)
         self.data_points_class = self._new_batch
+        LOG.info('monasca-persister-dbpt %s driver in pid %d: %s; %s; '
+                 'databases %s', self.kind, os.getpid(),
+                 'Kafka commits: synchronous after each written batch '
+                 '(commit guard)' if guarded else
+                 'Kafka commits: the legacy client\'s own (synchronous, '
+                 'offsets it tracked)' if legacy else
+                 'Kafka commits: the host\'s own, asynchronous ([dbpt] '
+                 'commit_guard is off or could not be installed)', held,
+                 self.placements.describe())
 
-    def _backlog(self, conf_obj: cfg.ConfigOpts,
-                 guarded: bool) -> Optional[Backlog]:
-        """A backlog for down servers, if commits can wait for it."""
-        if conf_obj.dbpt.held_points_max == 0:
-            return None
-        kafka = getattr(conf_obj, 'kafka', None)
-        legacy = getattr(kafka, 'legacy_kafka_client_enabled', False) \
-            if kafka is not None else False
+    def _backlog(self, conf_obj: cfg.ConfigOpts, guarded: bool,
+                 legacy: bool) -> tuple[Optional[Backlog], str]:
+        """A backlog for down servers, if commits can wait for it, and a
+        line saying which."""
+        limit = conf_obj.dbpt.held_points_max
+        if limit == 0:
+            return None, ('held points off ([dbpt] held_points_max = 0): a '
+                          'down server fails the batch after [dbpt] '
+                          'retry_timeout')
         if not guarded or legacy:
-            LOG.warning('[dbpt] held_points_max is ignored: commits can only '
-                        'wait for held points with the commit guard and the '
-                        'default Kafka client; a down server fails the whole '
-                        'batch after [dbpt] retry_timeout')
-            return None
-        backlog = Backlog(self.writer, conf_obj.dbpt.held_points_max,
-                          self.stats)
+            return None, ('held points off: [dbpt] held_points_max needs the '
+                          'commit guard and the default Kafka client; a down '
+                          'server fails the batch after [dbpt] retry_timeout')
+        backlog = Backlog(self.writer, limit, self.stats, self.placements)
         commit_guard.pause_while(backlog.holding)
         self.stats.gauge('points_held', backlog.held)
-        return backlog
+        return backlog, ('points of a down server held up to %d, commits '
+                         'wait for them' % limit)
 
     def _new_batch(self) -> TenantBatch:
         return TenantBatch(self.placements, self.writer, self.chunk_size,
@@ -102,6 +122,7 @@ class TenantRepository(Repository):
 
     def process_message(self, message):
         raw = message.value()
+        record = None
         try:
             try:
                 record = orjson.loads(raw)
@@ -114,8 +135,23 @@ class TenantRepository(Repository):
             reason = 'missing field %s' % exc
         except (TypeError, AttributeError) as exc:
             reason = 'record does not have the expected shape (%s)' % exc
-        self.reject(message, reason)
+        self.reject(message, reason, self._tenant_of(record))
         return None, None
+
+    def _tenant_of(self, record) -> Optional[str]:
+        """The record's tenant, if it is readable and valid (else None, so
+        a flood of bad ids lands in one bounded "unknown" counter)."""
+        try:
+            tenant = self.tenant_in(record)
+            self.placements.validate(tenant)
+        except Exception:  # noqa: BLE001 - any shape at all
+            return None
+        return tenant
+
+    @staticmethod
+    def tenant_in(record):
+        """Where this driver's records carry their tenant id."""
+        return record['meta']['tenantId']
 
     @staticmethod
     def _lenient_json(raw, exc):
@@ -126,14 +162,16 @@ class TenantRepository(Repository):
         except (ValueError, TypeError):
             raise RecordRejected('malformed JSON: %s' % exc) from None
 
-    def reject(self, message, reason: str) -> None:
+    def reject(self, message, reason: str,
+               tenant: Optional[str] = None) -> None:
         where = ''
         topic = getattr(message, 'topic', None)
         if callable(topic):
             where = ' at %s[%s]@%s' % (topic(), message.partition(),
                                        message.offset())
-        LOG.warning('refused %s%s: %s', self.kind, where, reason)
-        self.stats.add(None, 'records_refused')
+        LOG.warning('refused %s%s%s: %s', self.kind,
+                    ' of tenant %s' % tenant if tenant else '', where, reason)
+        self.stats.add(tenant, 'records_refused')
 
     @abc.abstractmethod
     def to_line(self, record: dict) -> tuple[str, str]:

@@ -34,7 +34,8 @@ class ServerThatComesBack:
         self.written = []
         self.synchronous = []
 
-    def write(self, placement, lines, precision='ms', retry_for=None):
+    def write(self, placement, lines, precision='ms', retry_for=None,
+              fail_fast=True):
         if threading.current_thread().name != 'dbpt-replay':
             self.synchronous.append(list(lines))
         if not self.up.is_set():

@@ -60,7 +60,8 @@ def test_shared_database_mode_places_every_tenant_in_database_name():
 def test_default_retention_hours_keeps_upstream_policy_name():
     rp = PlacementMap(default_retention_hours=72).place('t').retention
     assert (rp.name, rp.hours, rp.duration) == ('72h', 72, '72h')
-    assert PlacementMap().place('t').retention is None
+    assert PlacementMap().place('t').retention.duration == 'INF'
+    assert PlacementMap(db_per_tenant=False).place('t').retention is None
 
 
 def test_overrides_win_over_the_default_for_their_tenant_only():
@@ -104,8 +105,10 @@ def test_bad_override_names_the_project():
 def test_shard_duration_is_applied_and_validated():
     pm = PlacementMap(default_retention_hours=24, shard_duration='1h')
     assert pm.place('t').retention.shard_duration == '1h'
-    with pytest.raises(InvalidDuration):
-        PlacementMap(shard_duration='soon')
+    for bad in ('soon', '24', '1.5d', '0h'):
+        with pytest.raises(placement.InvalidOption,
+                           match=r'\[dbpt\] shard_duration'):
+            PlacementMap(shard_duration=bad)
 
 
 def test_from_conf_reads_host_and_own_groups(conf):
