@@ -103,15 +103,24 @@ def escape_string_field(text: str) -> str:
 
 
 def format_value(value) -> str:
-    """A float field as the host writes it (``str(float(v))``), finite only."""
-    if type(value) is float:
+    """A float field as the host writes it (``str(float(v))``), finite only.
+
+    Whatever the host's ``float()`` takes, we take: booleans (1.0 and 0.0,
+    as monasca-api returns them), integers, and numeric strings. A value
+    that is not finite is refused: influxd refuses ``nan`` and ``inf``.
+    """
+    kind = type(value)
+    if kind is float:
         number = value
-    elif type(value) is int:
+    elif kind is int or kind is bool or kind is str:
         try:
             number = float(value)
         except OverflowError:
             raise InvalidPoint('value %.40s... is out of the range of a '
                                'float' % value) from None
+        except ValueError:
+            raise InvalidPoint('value %r is not a number' % (value[:80],)) \
+                from None
     else:
         raise InvalidPoint('value %r is not a number' % (value,))
     if not math.isfinite(number):
@@ -120,11 +129,22 @@ def format_value(value) -> str:
 
 
 def format_time_ms(timestamp) -> str:
-    """An integer millisecond timestamp within InfluxDB's range."""
-    if type(timestamp) is int:
+    """An integer millisecond timestamp within InfluxDB's range.
+
+    As the host's ``int()``: a float is truncated, a string of an integer
+    read, a boolean is 0 or 1.
+    """
+    kind = type(timestamp)
+    if kind is int:
         ms = timestamp
-    elif type(timestamp) is float and math.isfinite(timestamp):
+    elif kind is float and math.isfinite(timestamp):
         ms = int(timestamp)
+    elif kind is bool or kind is str:
+        try:
+            ms = int(timestamp)
+        except ValueError:
+            raise InvalidPoint('timestamp %r is not a whole number of '
+                               'milliseconds' % (timestamp[:80],)) from None
     else:
         raise InvalidPoint('timestamp %r is not a number of milliseconds'
                            % (timestamp,))

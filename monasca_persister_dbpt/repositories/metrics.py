@@ -18,8 +18,6 @@ from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.repositories.base import RecordRejected
 from monasca_persister_dbpt.repositories.base import TenantRepository
 
-#: Longest value_meta (as JSON) accepted; monasca-api itself allows 2048.
-MAX_VALUE_META_BYTES = 65535
 #: Series keys remembered per worker process (memory stays bounded).
 SERIES_CACHE_SIZE = 65536
 
@@ -76,22 +74,19 @@ class MetricsRepository(TenantRepository):
         if dimensions is None:
             tags = {}
         elif type(dimensions) is dict:
-            tags = dict(dimensions)
+            # The host writes str() of whatever a dimension holds.
+            tags = {k: v if type(v) is str else str(v)
+                    for k, v in dimensions.items()}
         else:
             raise RecordRejected('dimensions %r is not an object'
                                  % (dimensions,))
         # Set last, as upstream does: a dimension cannot forge the tenant.
         tags['_tenant_id'] = tenant_id
-        tags['_region'] = region
-        return lp.series_key(name, tags)
+        tags['_region'] = region if type(region) is str else str(region)
+        return lp.series_key(name if type(name) is str else str(name), tags)
 
 
 def _value_meta(value_meta) -> str:
-    if type(value_meta) is not dict:
-        raise RecordRejected('value_meta %r is not an object' % (value_meta,))
-    text = json.dumps(value_meta, ensure_ascii=False)
-    if len(text) > MAX_VALUE_META_BYTES // 4 and \
-            len(text.encode('utf-8')) > MAX_VALUE_META_BYTES:
-        raise RecordRejected('value_meta is longer than %d bytes'
-                             % MAX_VALUE_META_BYTES)
-    return lp.escape_string_field(text)
+    # Any JSON the host would store (an object, but also a list, a number
+    # or a string), as the host dumps it.
+    return lp.escape_string_field(json.dumps(value_meta, ensure_ascii=False))

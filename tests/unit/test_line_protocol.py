@@ -31,14 +31,17 @@ def test_series_key_sorts_tags_and_refuses_time_tag():
         lp.series_key('m', {'time': 'x'})
 
 
-@pytest.mark.parametrize('value, text', [(1, '1.0'), (2.5, '2.5'),
-                                         (1e-05, '1e-05'), (-0.0, '-0.0')])
+@pytest.mark.parametrize('value, text', [
+    (1, '1.0'), (2.5, '2.5'), (1e-05, '1e-05'), (-0.0, '-0.0'),
+    (True, '1.0'), (False, '0.0'), ('12.5', '12.5'), (' 3 ', '3.0'),
+    ('1e3', '1000.0')])
 def test_values_are_formatted_as_the_host_formats_floats(value, text):
     assert lp.format_value(value) == text
 
 
-@pytest.mark.parametrize('value', [float('nan'), float('inf'), '1', True,
-                                   None, 10 ** 400])
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), 'nan', 'inf',
+                                   'abc', '', None, [1], {'a': 1}, 10 ** 400,
+                                   '1e400'])
 def test_values_the_line_protocol_cannot_carry_are_refused(value):
     with pytest.raises(lp.InvalidPoint):
         lp.format_value(value)
@@ -46,7 +49,9 @@ def test_values_the_line_protocol_cannot_carry_are_refused(value):
 
 def test_timestamps_are_integer_ms_within_influx_range():
     assert lp.format_time_ms(1700000000123.9) == '1700000000123'
-    for bad in (10 ** 20, -10 ** 20, 'x', float('nan'), None, True):
+    assert lp.format_time_ms('1700000000123') == '1700000000123'
+    assert lp.format_time_ms(True) == '1'
+    for bad in (10 ** 20, -10 ** 20, 'x', '1.5', float('nan'), None, [1]):
         with pytest.raises(lp.InvalidPoint):
             lp.format_time_ms(bad)
 
