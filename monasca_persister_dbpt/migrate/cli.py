@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import re
+import signal
 import sys
 from typing import Optional
 
@@ -19,13 +21,22 @@ from oslo_log import log
 
 from monasca_persister_dbpt import conf as dbpt_conf
 from monasca_persister_dbpt.influx.influxql import quote_ident
-from monasca_persister_dbpt.influx.writer import InfluxWriter
+from monasca_persister_dbpt.influx.schema import SchemaError
+from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
+from monasca_persister_dbpt.migrate.checkpoint import CheckpointError
 from monasca_persister_dbpt.migrate.copy import Copier, Progress
-from monasca_persister_dbpt.migrate.plan import MAX_NS, NS, Planner
+from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS, NS, UNIT_NS
+from monasca_persister_dbpt.migrate.plan import Planner
 from monasca_persister_dbpt.migrate.verify import verify
 from monasca_persister_dbpt.placement import InvalidDuration
-from monasca_persister_dbpt.placement import PlacementMap, parse_overrides
+from monasca_persister_dbpt.placement import InvalidTenantId
+from monasca_persister_dbpt.placement import PlacementMap, parse_duration
+
+#: Rounds of repair (copy again what verification found short) per run.
+REPAIR_ROUNDS = 2
+#: Seconds a dry run waits for InfluxDB before giving up.
+DRY_RUN_WAIT = 5.0
 
 LOG = logging.getLogger('monasca_persister_dbpt.migrate')
 
@@ -43,18 +54,25 @@ cli_opts = [
                help='Per-project retention, "project:2w,project2:1d"; a bare '
                     'number is in --migrate-time-unit. Overrides [dbpt] '
                     'retention_overrides for the projects it names.'),
-    cfg.ListOpt('migrate-skip-regex', default=[],
-                help='Skip measurements matching any of these regular '
-                     'expressions (comma separated, matched from the start).'),
+    cfg.MultiStrOpt('migrate-skip-regex', default=[],
+                    help='Skip measurements matching any of these regular '
+                         'expressions (matched from the start). Comma '
+                         'separated as upstream\'s, or the flag repeated; a '
+                         'comma inside {} or [] (a{1,3}) or escaped (\\,) '
+                         'belongs to the expression.'),
     # Ours.
     cfg.BoolOpt('dry-run', default=False,
                 help='Print the plan (measurements, tenants, chunks, points, '
                      'databases and policies to create) and write nothing.'),
     cfg.IntOpt('workers', default=2,
                help='Chunks copied in parallel (1 to 64).'),
-    cfg.BoolOpt('verify', default=False,
-                help='After copying, compare point counts per measurement '
-                     'and tenant; exit 1 if any target has fewer.'),
+    cfg.BoolOpt('verify', default=True,
+                help='After copying, compare point counts per field, time '
+                     'unit, measurement and tenant, copy again what is '
+                     'short, and exit 1 if anything still is (the default).'),
+    cfg.BoolOpt('no-verify', default=False,
+                help='Skip the verification after copying (exit 0 then '
+                     'only says that every copy statement succeeded).'),
     cfg.BoolOpt('verify-only', default=False,
                 help='Only verify; copy nothing.'),
     cfg.StrOpt('checkpoint', default='migrate-checkpoint.jsonl',
@@ -75,7 +93,65 @@ class UsageError(ValueError):
     pass
 
 
-def _validate(c) -> tuple[dict, list]:
+def split_patterns(text: str) -> list[str]:
+    """Split on the commas that are not inside ``{}``, ``[]`` or escaped."""
+    pieces, current, depth_brace, in_class, escaped = [], [], 0, False, False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+            continue
+        if char == '\\':
+            escaped = True
+            current.append(char)
+            continue
+        if in_class:
+            in_class = char != ']'
+        elif char == '[':
+            in_class = True
+        elif char == '{':
+            depth_brace += 1
+        elif char == '}' and depth_brace:
+            depth_brace -= 1
+        elif char == ',' and not depth_brace:
+            pieces.append(''.join(current))
+            current = []
+            continue
+        current.append(char)
+    pieces.append(''.join(current))
+    return [p.replace('\\,', ',') for p in pieces if p]
+
+
+def parse_retention(text: str, unit: str, placements: PlacementMap) -> dict:
+    """``project:2w,project2:1d``; every project a valid tenant, once."""
+    overrides = {}
+    for part in (p.strip() for p in text.split(',')):
+        if not part:
+            continue
+        tenant, sep, value = part.partition(':')
+        tenant = tenant.strip()
+        if not sep:
+            raise UsageError('--migrate-retention-policy: %r is not '
+                             'project:duration' % part)
+        if not tenant:
+            raise UsageError('--migrate-retention-policy: %r has no project'
+                             % part)
+        try:
+            placements.validate(tenant)
+        except InvalidTenantId as exc:
+            raise UsageError('--migrate-retention-policy: %s' % exc) from None
+        if tenant in overrides:
+            raise UsageError('--migrate-retention-policy: project %s is given '
+                             'twice' % tenant)
+        try:
+            overrides[tenant] = parse_duration(value, unit)
+        except InvalidDuration as exc:
+            raise UsageError('--migrate-retention-policy: project %s: %s'
+                             % (tenant, exc)) from None
+    return overrides
+
+
+def _validate(c) -> list:
     if c.migrate_time_unit not in ('h', 'd', 'w'):
         raise UsageError('--migrate-time-unit %r: use h, d or w'
                          % c.migrate_time_unit)
@@ -88,24 +164,27 @@ def _validate(c) -> tuple[dict, list]:
                          '--migrate-start-time-offset %d: the range is empty'
                          % (c.migrate_end_time_offset,
                             c.migrate_start_time_offset))
+    import time as _time
+    if _time.time_ns() - c.migrate_end_time_offset * \
+            UNIT_NS[c.migrate_time_unit] < MIN_NS:
+        raise UsageError('--migrate-end-time-offset %d%s reaches before 1677, '
+                         'the earliest time InfluxDB stores'
+                         % (c.migrate_end_time_offset, c.migrate_time_unit))
     if not 1 <= c.workers <= 64:
         raise UsageError('--workers %d: use 1 to 64' % c.workers)
     if c.chunk_points < 1:
         raise UsageError('--chunk-points %d: must be positive'
                          % c.chunk_points)
-    try:
-        overrides = parse_overrides(c.migrate_retention_policy,
-                                    bare_unit=c.migrate_time_unit)
-    except InvalidDuration as exc:
-        raise UsageError('--migrate-retention-policy: %s' % exc) from None
     skip = []
-    for pattern in c.migrate_skip_regex:
-        try:
-            skip.append(re.compile(pattern))
-        except re.error as exc:
-            raise UsageError('--migrate-skip-regex %r: %s'
-                             % (pattern, exc)) from None
-    return overrides, skip
+    for value in c.migrate_skip_regex:
+        for pattern in split_patterns(value):
+            try:
+                skip.append(re.compile(pattern))
+            except re.error as exc:
+                raise UsageError('--migrate-skip-regex %r: %s (write a comma '
+                                 'that belongs to the expression as \\,)'
+                                 % (pattern, exc)) from None
+    return skip
 
 
 def _time(ns: int) -> str:
@@ -123,26 +202,59 @@ def _placements(conf, overrides) -> PlacementMap:
                                   extra_overrides=overrides)
 
 
+def _error(message: str, status: int) -> int:
+    LOG.error(message)
+    print('monasca-persister-dbpt-migrate: error: %s' % message,
+          file=sys.stderr)
+    return status
+
+
 def main(argv: Optional[list] = None) -> int:
     conf = cfg.ConfigOpts()
     dbpt_conf.register_opts(conf)
     conf.register_cli_opts(cli_opts)
     log.register_options(conf)
-    conf(argv if argv is not None else sys.argv[1:],
-         project='monasca', prog='monasca-persister-dbpt-migrate',
-         default_config_files=cfg.find_config_files(
-             project='monasca', prog='monasca-persister'),
-         description='Move a shared Monasca InfluxDB database into one '
-                     'database per tenant.')
-    log.setup(conf, 'monasca-persister-dbpt-migrate')
     try:
-        overrides, skip = _validate(conf)
+        conf(argv if argv is not None else sys.argv[1:],
+             project='monasca', prog='monasca-persister-dbpt-migrate',
+             default_config_files=cfg.find_config_files(
+                 project='monasca', prog='monasca-persister'),
+             description='Move a shared Monasca InfluxDB database into one '
+                         'database per tenant.')
+    except cfg.Error as exc:
+        print('monasca-persister-dbpt-migrate: error: %s' % exc,
+              file=sys.stderr)
+        return 2
+    try:
+        log.setup(conf, 'monasca-persister-dbpt-migrate')
+    except (OSError, cfg.Error) as exc:
+        print('monasca-persister-dbpt-migrate: error: cannot log as the '
+              'config file says: %s' % exc, file=sys.stderr)
+        return 2
+    try:
+        skip = _validate(conf)
+        dbpt_conf.check(conf)
+        probe = PlacementMap.from_conf(conf, db_per_tenant=True)
+        overrides = parse_retention(conf.migrate_retention_policy,
+                                    conf.migrate_time_unit, probe)
         placements = _placements(conf, overrides)
     except (UsageError, InvalidDuration, ValueError) as exc:
         print('monasca-persister-dbpt-migrate: error: %s' % exc,
               file=sys.stderr)
         return 2
-    return Migration(conf, placements, skip).run()
+    if not conf.influxdb.ip_address:
+        print('monasca-persister-dbpt-migrate: note: the config file sets no '
+              '[influxdb] ip_address; using %s' % placements.default_server.url,
+              file=sys.stderr)
+    migration = Migration(conf, placements, skip)
+    try:
+        return migration.run()
+    except KeyboardInterrupt:
+        return migration.interrupted()
+    except CheckpointError as exc:
+        return _error(str(exc), 2)
+    except (WriteFailed, SchemaError, RuntimeError) as exc:
+        return _error(str(exc), 1)
 
 
 class Migration:
@@ -154,47 +266,100 @@ class Migration:
         self.writer = InfluxWriter(
             concurrency=1, request_timeout=max(conf.dbpt.request_timeout,
                                                600.0),
-            retry_timeout=conf.dbpt.retry_timeout,
+            retry_timeout=DRY_RUN_WAIT if conf.dry_run
+            else conf.dbpt.retry_timeout,
             backoff_max=conf.dbpt.retry_backoff_max)
-        self.checkpoint = Checkpoint(conf.checkpoint)
+        self.checkpoint = Checkpoint(conf.checkpoint, identity={
+            'server': self.server.url, 'source': self.source,
+            'target': placements.database_for('<tenant>'),
+            'unit': conf.migrate_time_unit})
         self.planner = Planner(
             lambda q: self.writer.run(self.server, q), placements,
             self.source, unit=conf.migrate_time_unit,
             start_offset=conf.migrate_start_time_offset,
             end_offset=conf.migrate_end_time_offset, skip=skip,
             chunk_points=conf.chunk_points, workers=conf.workers)
+        self.copier: Optional[Copier] = None
+
+    def interrupted(self) -> int:
+        """Ctrl-C: stop taking chunks, keep the checkpoint, say how to
+        resume; a second Ctrl-C ends the process at once."""
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        if self.copier is not None:
+            self.copier.stopping.set()
+        self.checkpoint.close()
+        left = self.copier.left if self.copier is not None else None
+        print('\ninterrupted%s; the checkpoint %s keeps what is done: run '
+              'the same command again to resume'
+              % (': %d chunk(s) not copied' % left if left is not None
+                 else ' before copying', self.conf.checkpoint),
+              file=sys.stderr)
+        LOG.warning('interrupted; resume by running the same command again')
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # In-flight statements are abandoned: they are not checkpointed, so
+        # the next run copies them again (an idempotent upsert).
+        os._exit(130)
 
     def run(self) -> int:
         c = self.conf
-        existing = {r[0] for s in self.writer.run(
-            self.server, 'SHOW DATABASES')[0].get('series', [])
-            for r in s.get('values') or []}
+        try:
+            existing = {r[0] for s in self.writer.run(
+                self.server, 'SHOW DATABASES')[0].get('series', [])
+                for r in s.get('values') or []}
+        except WriteFailed as exc:
+            return _error('InfluxDB at %s does not answer: %s' % (
+                self.server.url, str(exc).split(': ', 1)[-1][:300]), 1)
         if self.source not in existing:
-            print('monasca-persister-dbpt-migrate: error: source database %s '
-                  'not found on %s' % (quote_ident(self.source),
-                                       self.server.url), file=sys.stderr)
-            return 2
+            return _error('source database %s not found on %s' % (
+                quote_ident(self.source), self.server.url), 2)
         LOG.info('migrating %s on %s, points from %s to %s', self.source,
                  self.server.url, _time(self.planner.lower),
                  _time(self.planner.upper))
         if c.verify_only:
-            return self._verify()
-        if c.restart and not c.dry_run:
-            self.checkpoint.reset()
-        plan = self.planner.build(self.checkpoint.load())
+            return self._verify_and_report(verify(
+                self.planner, lambda p, q: self.writer.run(p.server, q)))
+        if not c.dry_run:
+            self.checkpoint.acquire()
+            if c.restart:
+                self.checkpoint.reset()
+        done = self.checkpoint.load()
+        plan = self.planner.build(done)
         self._report_plan(plan, existing)
         if c.dry_run:
             return 0
+        failures = self._copy(plan)
+        report = None
+        if not c.no_verify:
+            for _ in range(REPAIR_ROUNDS + 1):
+                report = verify(self.planner,
+                                lambda p, q: self.writer.run(p.server, q))
+                if not report.mismatches or failures:
+                    break
+                LOG.warning('verification: %d measurement/tenant pair(s) '
+                            'short in the target; copying those units again',
+                            len(report.mismatches))
+                repair = self.planner.build(self.checkpoint.load(),
+                                            force=report.repair)
+                failures = self._copy(repair)
+        self.checkpoint.close()
+        status = 1 if failures else 0
+        if report is not None:
+            status = max(status, self._verify_and_report(report))
+        return status
+
+    def _copy(self, plan) -> dict:
+        c = self.conf
         progress = Progress(plan.points, len(plan.chunks),
                             bar=c.progress_bar)
-        copier = Copier(self.writer, self.placements, self.server,
-                        self.checkpoint, workers=c.workers,
-                        chunk_points=c.chunk_points)
+        self.copier = copier = Copier(
+            self.writer, self.placements, self.server, self.checkpoint,
+            workers=c.workers, chunk_points=c.chunk_points)
         try:
             copier.run(plan, progress)
         finally:
             progress.close()
-            self.checkpoint.close()
         summary = ('copied %d points in %d chunks into %d databases; %d '
                    'chunks failed' % (copier.written, len(plan.chunks),
                                       len(plan.placements()),
@@ -204,15 +369,13 @@ class Migration:
         reasons: dict = {}
         for chunk, reason in copier.failures:
             reasons.setdefault(chunk.tenant_id if chunk else None, reason)
-        for tenant, reason in reasons.items():
+        for tenant, reason in sorted(reasons.items(),
+                                     key=lambda kv: str(kv[0])):
             print('failed%s: %s' % (' for tenant %s' % tenant if tenant
                                     else '', reason[:500]))
         if reasons:
             print('run the same command again to copy what failed')
-        status = 1 if copier.failures else 0
-        if c.verify:
-            status = max(status, self._verify())
-        return status
+        return reasons
 
     def _report_plan(self, plan, existing) -> None:
         tenants = sorted({c.tenant_id for c in plan.chunks})
@@ -254,19 +417,24 @@ class Migration:
             LOG.info(line)
         print('\n'.join(lines))
 
-    def _verify(self) -> int:
-        report = verify(self.planner,
-                        lambda p, q: self.writer.run(p.server, q))
+    def _verify_and_report(self, report) -> int:
         print('verified %d measurement/tenant pairs: %d points in the '
               'source range, %d in the targets' % (
                   report.checked, report.source_points,
                   report.target_points))
+        by_tenant: dict = {}
         for m in report.mismatches:
             line = ('MISMATCH %s tenant %s in %s policy %s: source %d, target '
-                    '%d' % (m.measurement, m.tenant_id, m.database,
-                            m.target_policy, m.source, m.target))
+                    '%d (%d unit(s) short, first %s)' % (
+                        m.measurement, m.tenant_id, m.database,
+                        m.target_policy, m.source, m.target, len(m.units),
+                        _time(m.units[0][0]) if m.units else '-'))
             LOG.error(line)
             print(line)
+            by_tenant.setdefault(m.tenant_id, []).append(m.measurement)
+        for tenant, measurements in sorted(by_tenant.items()):
+            print('missing for tenant %s: %s' % (
+                tenant, ', '.join(sorted(set(measurements)))))
         if report.extra:
             print('%d pair(s) hold more in the target than in the source '
                   '(written there directly by the persister): not an error'

@@ -2,12 +2,12 @@
 
 ``GROUP BY *`` keeps tags as tags; identical points merge in InfluxDB, so a
 chunk copied twice (after a kill, or by a re-run) changes nothing. Chunks run
-in parallel on a bounded pool; each is checkpointed when it has finished.
+in parallel on a bounded pool; each is checkpointed when it has finished,
+and only if InfluxDB wrote at least as many points as were counted in it.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import logging
 import sys
@@ -15,14 +15,15 @@ import threading
 import time
 from typing import Optional
 
+from monasca_persister_dbpt.influx import errors
 from monasca_persister_dbpt.influx.influxql import downsample
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
-from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
+from monasca_persister_dbpt.influx.schema import DatabaseRefused
+from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
-from monasca_persister_dbpt.migrate.plan import Chunk, Plan
-from monasca_persister_dbpt.migrate.plan import jobs, measurement_key
+from monasca_persister_dbpt.migrate.plan import Chunk, Plan, jobs
 from monasca_persister_dbpt.migrate.stream import Streamer
-from monasca_persister_dbpt.placement import PlacementMap, Server
+from monasca_persister_dbpt.placement import Placement, PlacementMap
 
 LOG = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Progress:
 
 class Copier:
     def __init__(self, writer: InfluxWriter, placements: PlacementMap,
-                 source_server: Server, checkpoint: Checkpoint,
+                 source_server, checkpoint: Checkpoint,
                  workers: int = 2, chunk_points: int = 1_000_000) -> None:
         self.chunk_points = chunk_points
         self.writer = writer
@@ -106,30 +107,33 @@ class Copier:
         self.workers = workers
         self.written = 0
         self.dropped = 0
-        self.failures: list[tuple[Chunk, str]] = []
+        self.failures: list[tuple[Optional[Chunk], str]] = []
+        #: Set by Ctrl-C: take no more chunks.
+        self.stopping = threading.Event()
+        self.left = 0
         self._streamer: Optional[Streamer] = None
         self._lock = threading.Lock()
 
     def run(self, plan: Plan, progress: Progress) -> None:
-        down = self._ensure(plan.placements())
-        outstanding = collections.Counter(
-            measurement_key(plan.source, c.source_rp, c.measurement)
-            for c in plan.chunks)
-        failed_scopes = set()
-        done_until = plan.plan_time + 1
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+        failed = self._ensure(plan.placements())
+        all_jobs = jobs(plan.chunks, self.chunk_points)
+        self.left = len(plan.chunks)
+        pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+        try:
             futures = {}
-            for job in jobs(plan.chunks, self.chunk_points):
-                server = job[0].placement.server
-                if server in down:  # fails at once, the others go on
+            for job in all_jobs:
+                exc = failed.get(job[0].placement)
+                if exc is not None:  # fails at once, the others go on
                     future: concurrent.futures.Future = \
                         concurrent.futures.Future()
-                    future.set_exception(down[server])
+                    future.set_exception(exc)
                 else:
-                    future = pool.submit(self._copy, plan.source, job)
+                    future = pool.submit(self._guarded_copy, plan.source, job)
                 futures[future] = job
             for future in concurrent.futures.as_completed(futures):
                 job = futures[future]
+                if future.cancelled():
+                    continue
                 try:
                     written = future.result()
                 except Exception as exc:  # noqa: BLE001 - reported
@@ -138,34 +142,43 @@ class Copier:
                               job[0].tenant_id, job[0].start, job[0].end, exc)
                     self.failures.extend((c, str(exc)) for c in job)
                     written = 0
+                else:
+                    for chunk in job:
+                        self.checkpoint.mark(chunk.key, chunk.units)
+                self.left -= len(job)
                 progress.advance(written, len(job))
-                for chunk in job:
-                    scope = measurement_key(plan.source, chunk.source_rp,
-                                            chunk.measurement)
-                    if future.exception() is None:
-                        self.checkpoint.mark(chunk.key, chunk.start,
-                                             min(chunk.end, done_until))
-                    else:
-                        failed_scopes.add(scope)
-                    outstanding[scope] -= 1
-                    if outstanding[scope] == 0 and \
-                            scope not in failed_scopes:
-                        self.checkpoint.mark(scope, plan.lower, done_until)
-        for scope in plan.scopes:
-            if scope not in outstanding and scope not in failed_scopes:
-                self.checkpoint.mark(scope, plan.lower, done_until)
-        self._backfill_tiers(plan)
+        except KeyboardInterrupt:
+            self.stopping.set()
+            raise
+        finally:
+            # After Ctrl-C: chunks not started are not taken; the ones in
+            # flight are abandoned (not checkpointed: copied again later).
+            pool.shutdown(wait=not self.stopping.is_set(),
+                          cancel_futures=True)
+        if not self.stopping.is_set():
+            self._backfill_tiers(plan)
 
-    def _ensure(self, placements) -> dict[Server, WriteFailed]:
+    def _guarded_copy(self, source: str, job: list[Chunk]) -> int:
+        if self.stopping.is_set():
+            raise ChunkFailed('interrupted')
+        return self._copy(source, job)
+
+    def _ensure(self, placements) -> dict[Placement, Exception]:
         """Create the target databases; a server that cannot be reached
-        costs only its own tenants (left for a re-run)."""
-        down = self.writer.ensure_each(placements,
-                                       retry_for=self.writer.retry_timeout)
-        for server, exc in down.items():
+        costs only its own tenants, a database InfluxDB refuses only its
+        tenant (both left for a re-run)."""
+        failed = self.writer.ensure_each(placements,
+                                         retry_for=self.writer.retry_timeout)
+        servers = {}
+        for placement, exc in failed.items():
+            if isinstance(exc, DatabaseRefused):
+                LOG.error('%s; that tenant is left for the next run', exc)
+            else:
+                servers.setdefault(placement.server.url, exc)
+        for url, exc in servers.items():
             LOG.error('InfluxDB at %s: tenant databases could not be created; '
-                      'their tenants are left for the next run: %s',
-                      server.url, exc)
-        return down
+                      'their tenants are left for the next run: %s', url, exc)
+        return failed
 
     def _backfill_tiers(self, plan: Plan) -> None:
         """Fill the tenants' tiers from the raw points just copied: a
@@ -181,19 +194,26 @@ class Copier:
             hi = min(hi, plan.plan_time + 1)
             for tier in placement.tiers:
                 step = tier.seconds * 1_000_000_000
-                start = lo
+                start = lo - lo % step
                 if tier.policy.hours:
-                    start = max(start, plan.plan_time -
-                                tier.policy.hours * 3600 * 1_000_000_000)
-                start -= start % step
+                    # Never into a group older than the tier keeps: its
+                    # mean would be refused as beyond retention.
+                    keep = plan.plan_time - tier.policy.hours * 3600 * \
+                        1_000_000_000
+                    if start < keep:
+                        start = keep - keep % step + step
+                if start >= hi:
+                    continue
                 statement = '%s WHERE time >= %d AND time < %d GROUP BY ' \
                     'time(%s), *' % (downsample(database, tier), start, hi,
                                      tier.interval)
                 result = self.writer.run(placement.server, statement)[0]
-                if 'error' in result:
+                error = result.get('error')
+                if error and errors.classify(400, error).reason != \
+                        'beyond_retention':
                     LOG.error('backfilling tier %s of %s: %s', tier.interval,
-                              database, result['error'])
-                    self.failures.append((None, result['error']))
+                              database, error)
+                    self.failures.append((None, error))
                 else:
                     LOG.info('backfilled tier %s of %s', tier.interval,
                              database)
@@ -205,12 +225,17 @@ class Copier:
                 self._streamer = Streamer(self.writer, self.source_server,
                                           source)
             written = sum(self._streamer.copy(c) for c in job)
+            counted = sum(c.points for c in job)
+            if written < counted:
+                raise ChunkFailed('wrote %d of the %d points counted'
+                                  % (written, counted))
             with self._lock:
                 self.written += written
             return written
         target_rp = self.placements.target_policy(chunk.tenant_id,
                                                   chunk.source_rp)
         statement = copy_statement(source, job, target_rp)
+        counted = sum(c.points for c in job)
         for attempt in range(3):
             results = self.writer.run(self.source_server, statement)
             result = results[0] if results else {}
@@ -218,10 +243,15 @@ class Copier:
             if error is None or _BEYOND_RETENTION in error:
                 written = sum(v[1] for s in result.get('series', [])
                               for v in s.get('values') or [])
+                if error is None and written < counted:
+                    # Something refused points without an error (field
+                    # types across sources, say): never call that done.
+                    raise ChunkFailed('InfluxDB wrote %d of the %d points '
+                                      'counted' % (written, counted))
                 with self._lock:
                     self.written += written
                     if error:
-                        self.dropped += 1
+                        self.dropped += errors.dropped_count(error, 1)
                 return written
             if any(m in error for m in _MISSING) and attempt < 2:
                 self.writer.schema.forget(chunk.placement)

@@ -4,6 +4,13 @@ The range is fixed once, at start (no window slides with ``now()`` during a
 long run), and only the time units that hold data are planned: the source is
 asked once per measurement for its point counts per unit and tenant, so a
 ten-year range over a few weeks of data costs a few queries, not thousands.
+
+Completeness is decided by the data, never by the checkpoint alone: every
+run counts the source again, and a unit is skipped only when the checkpoint
+says it was copied with exactly the count the source holds now. A unit that
+gained points (late arrivals, the persister still writing), a unit an
+earlier run left out (another range, a refused tenant) or one that was
+never finished is copied (again: ``SELECT INTO`` is an idempotent upsert).
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ class Chunk:
     end: int            # ns, exclusive
     points: int         # as counted at plan time
     placement: Placement
+    #: Field names and types of the measurement: only measurements whose
+    #: types agree are copied by one statement (see jobs()).
+    fields: tuple = ()
+    #: (unit start, count) of the units this chunk covers, as counted at
+    #: plan time; the checkpoint records them.
+    units: tuple = ()
 
     @property
     def key(self) -> str:
@@ -58,8 +71,6 @@ class Plan:
     skipped_measurements: list = dataclasses.field(default_factory=list)
     refused_tenants: dict = dataclasses.field(default_factory=dict)
     untagged: list = dataclasses.field(default_factory=list)
-    #: Every (policy, measurement) looked at.
-    scopes: set = dataclasses.field(default_factory=set)
 
     @property
     def points(self) -> int:
@@ -73,13 +84,17 @@ class Plan:
 
 
 def jobs(chunks: Sequence[Chunk], max_points: int) -> list[list[Chunk]]:
-    """Chunks of one tenant with the same bounds, batched so that one
-    multi-source ``SELECT ... INTO`` copies them (a statement costs a fixed
-    few tens of milliseconds in influxd, whatever it copies)."""
+    """Chunks of one tenant with the same bounds and the same field types,
+    batched so that one multi-source ``SELECT ... INTO`` copies them (a
+    statement costs a fixed few tens of milliseconds in influxd, whatever it
+    copies). influxd gives a field name one type across all the sources of
+    a statement, so measurements whose types differ are never batched: an
+    integer would become a float, a string or boolean field would be lost.
+    """
     groups: dict = {}
     for c in chunks:
         groups.setdefault((c.source_rp, c.tenant_tag, c.tenant_id,
-                           c.placement.database, c.start, c.end),
+                           c.placement.database, c.start, c.end, c.fields),
                           []).append(c)
     out = []
     for group in groups.values():
@@ -92,29 +107,6 @@ def jobs(chunks: Sequence[Chunk], max_points: int) -> list[list[Chunk]]:
             points += c.points
         out.append(job)
     return out
-
-
-def measurement_key(source: str, rp: str, measurement: str) -> str:
-    """Checkpoint identity of "every tenant of this measurement"."""
-    return '\x1f'.join((rp, measurement, '*', source))
-
-
-def subtract(start: int, end: int,
-             done: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[start, end) minus the finished intervals (sorted, merged or not)."""
-    remaining = [(start, end)]
-    for d_start, d_end in sorted(done):
-        nxt = []
-        for r_start, r_end in remaining:
-            if d_end <= r_start or d_start >= r_end:
-                nxt.append((r_start, r_end))
-                continue
-            if r_start < d_start:
-                nxt.append((r_start, d_start))
-            if d_end < r_end:
-                nxt.append((d_end, r_end))
-        remaining = nxt
-    return remaining
 
 
 class Planner:
@@ -194,10 +186,14 @@ class Planner:
                                               quote_ident(measurement)))}
         return next((t for t in TENANT_TAGS if t in keys), None)
 
-    def count_field(self, measurement: str) -> Optional[str]:
-        fields = [r['fieldKey'] for r in self.rows(
+    def field_types(self, measurement: str) -> tuple:
+        """``((name, type), ...)`` of a measurement, sorted."""
+        return tuple(sorted((r['fieldKey'], r['fieldType']) for r in self.rows(
             'SHOW FIELD KEYS ON %s FROM %s' % (quote_ident(self.source),
-                                                quote_ident(measurement)))]
+                                                quote_ident(measurement)))))
+
+    def count_field(self, measurement: str) -> Optional[str]:
+        fields = [name for name, _ in self.field_types(measurement)]
         if 'value' in fields:
             return 'value'
         return fields[0] if fields else None
@@ -235,10 +231,14 @@ class Planner:
                 out.setdefault(tenant, []).append((row['time'],
                                                    row['count']))
 
-    def build(self, done: dict[str, list]) -> Plan:
-        """The chunks still to copy, given the checkpoint's finished intervals.
+    def build(self, done: dict[str, dict],
+              force: Optional[set] = None) -> Plan:
+        """The chunks still to copy.
 
-        *done* maps Chunk.key to finished ``(start, end)`` intervals.
+        *done* maps Chunk.key to ``{unit start: count}`` as the checkpoint
+        recorded them; a unit is left out only when its count now is the
+        recorded one. *force* is a set of ``(key, unit start)`` to copy
+        whatever the checkpoint says (what a verification found missing).
         """
         plan = Plan(self.source, self.plan_time, self.lower, self.upper)
         measurements = self.measurements()
@@ -246,17 +246,28 @@ class Planner:
 
         def one(item):
             part = Plan(self.source, self.plan_time, self.lower, self.upper)
-            self._plan_measurement(part, item[0], item[1], done)
+            self._plan_measurement(part, item[0], item[1], done,
+                                   force or set())
             return part
         # The count queries dominate planning; influxd runs them in parallel.
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
             for part in pool.map(one, work):
                 plan.chunks.extend(part.chunks)
                 plan.untagged.extend(part.untagged)
-                plan.scopes |= part.scopes
                 for tenant, reason in part.refused_tenants.items():
                     plan.refused_tenants.setdefault(tenant, reason)
         return plan
+
+    def unit_counts(self, rp: str, measurement: str, field: str,
+                    tenant_tag: str) -> tuple[dict, Optional[tuple]]:
+        """{tenant: [(unit start, count), ...]} over the whole range, and
+        the span of the points counted."""
+        units: dict = {}
+        span = self._span(rp, measurement, field, self.lower, self.upper + 1)
+        if span is not None:
+            self.counts(rp, measurement, field, tenant_tag, span[0], span[1],
+                        units)
+        return units, span
 
     def _tenants(self, measurement: str, tenant_tag: str) -> list[str]:
         """Tenant ids of a measurement, from the index alone (cheap)."""
@@ -265,51 +276,22 @@ class Planner:
                 quote_ident(self.source), quote_ident(measurement),
                 quote_ident(tenant_tag)))]
 
-    def _plan_measurement(self, plan, rp, measurement, done) -> None:
-        scope = measurement_key(self.source, rp, measurement)
-        plan.scopes.add(scope)
+    def _plan_measurement(self, plan, rp, measurement, done, force) -> None:
         tenant_tag = self.tenant_tag(measurement)
         if tenant_tag is None:
             plan.untagged.append(measurement)
             LOG.warning('measurement %r has no _tenant_id or tenant_id tag: '
                         'left in place', measurement)
             return
-        field = self.count_field(measurement)
+        fields = self.field_types(measurement)
+        field = next((n for n, _ in fields if n == 'value'),
+                     fields[0][0] if fields else None)
         if field is None:
             return
-        # What an earlier run finished for every tenant of this measurement
-        # is not counted again (delta runs are cheap)...
-        units: dict[str, list] = {}
-        scope_done = done.get(scope, [])
-        for lower, upper in subtract(self.lower, self.upper + 1, scope_done):
-            span = self._span(rp, measurement, field, lower, upper)
-            if span is not None:
-                self.counts(rp, measurement, field, tenant_tag, span[0],
-                            span[1], units)
-        # ... except for tenants that run did not copy (refused then, or
-        # absent): the index says who they are; they are counted alone.
-        for tenant in self._tenants(measurement, tenant_tag):
-            try:
-                placement = self.placements.place(tenant)
-            except InvalidTenantId as exc:
-                plan.refused_tenants.setdefault(tenant, str(exc))
-                units.pop(tenant, None)
-                continue
-            key = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
-                        placement).key
-            if scope_done and not done.get(key):
-                for lower, upper in scope_done:
-                    span = self._span(rp, measurement, field, lower, upper,
-                                      (tenant_tag, tenant))
-                    if span is not None:
-                        self.counts(rp, measurement, field, tenant_tag,
-                                    span[0], span[1], units,
-                                    (tenant_tag, tenant))
+        units, span = self.unit_counts(rp, measurement, field, tenant_tag)
         for tenant, tenant_units in units.items():
             if tenant is None or tenant == '':
                 plan.untagged.append(measurement)
-                continue
-            if tenant in plan.refused_tenants:
                 continue
             try:
                 placement = self.placements.place(tenant)
@@ -321,39 +303,52 @@ class Planner:
                     tenant, 'tenant %r maps to the source database itself'
                     % tenant)
                 continue
-            lower = self.lower_for(placement)
             proto = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
-                          placement)
-            finished = done.get(proto.key, [])
-            for r_start, r_end in subtract(lower, self.upper + 1, finished):
-                plan.chunks.extend(self._cut(proto, sorted(tenant_units),
-                                             r_start, r_end))
+                          placement, fields)
+            recorded = done.get(proto.key, {})
+            lower = self.lower_for(placement)
+            if lower > span[0]:
+                # Older points would only be dropped by the tenant's
+                # policy: count from where its copy starts.
+                again: dict = {}
+                self.counts(rp, measurement, field, tenant_tag, lower,
+                            max(lower, span[1]), again,
+                            (tenant_tag, tenant))
+                tenant_units = again.get(tenant, [])
+            units_in_range = [(t, n, recorded.get(t) == n and
+                               (proto.key, t) not in force)
+                              for t, n in sorted(tenant_units)
+                              if t + self.unit_ns > lower]
+            plan.chunks.extend(self._cut(proto, units_in_range, lower,
+                                         self.upper + 1))
 
     def _cut(self, proto: Chunk, units, start: int, end: int) -> list[Chunk]:
-        """Chunks within [start, end) over the units holding data, each of
-        at most ``chunk_points`` points (a unit is never split)."""
+        """Chunks that tile [start, end) except the units already done.
+
+        *units* are ``(unit start, count, done)``, sorted, for the units
+        holding data. A chunk holds at most ``chunk_points`` counted points
+        (a unit is never split) and also covers the empty units around it,
+        so points stamped there after the count are copied too.
+        """
         chunks = []
-        c_start = c_end = None
-        c_points = 0
-        for t, n in units:
-            u_start, u_end = max(t, start), min(t + self.unit_ns, end)
-            if u_start >= u_end:
-                continue
-            if c_start is not None and c_points + n > self.chunk_points:
+        current: list = []
+        c_start = start
+
+        def close(c_end):
+            if current:
                 chunks.append(dataclasses.replace(
-                    proto, start=c_start, end=c_end, points=c_points))
-                c_start = None
-            if c_start is None:
-                # The first chunk starts where the range starts, so that a
-                # tenant's measurements share their bounds and are copied
-                # together (see jobs()).
-                c_start, c_points = (start if not chunks else u_start), 0
-            c_end = u_end
-            c_points += n
-        if c_start is not None:
-            # The last chunk runs to the end of the range, so that points
-            # stamped after the count was taken are copied too.
-            chunks.append(dataclasses.replace(
-                proto, start=c_start, end=end if end > c_end else c_end,
-                points=c_points))
+                    proto, start=c_start, end=c_end,
+                    points=sum(n for _, n in current), units=tuple(current)))
+        for t, n, done in units:
+            if done:
+                close(max(t, start))
+                current = []
+                c_start = t + self.unit_ns
+                continue
+            if current and sum(c for _, c in current) + n > self.chunk_points:
+                close(t)
+                current = []
+                c_start = t
+            current.append((t, n))
+        close(end)
         return chunks
