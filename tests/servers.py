@@ -88,6 +88,7 @@ class InfluxServer:
         [http]
           bind-address = "127.0.0.1:{port}"
           log-enabled = false
+          auth-enabled = {auth}
         [monitor]
           store-enabled = false
         [continuous_queries]
@@ -97,7 +98,8 @@ class InfluxServer:
         ''')
 
     def __init__(self, workdir: Optional[str] = None,
-                 cq_interval: str = '1s') -> None:
+                 cq_interval: str = '1s', auth: bool = False) -> None:
+        self.auth = auth
         self.proc: Optional[subprocess.Popen] = None
         self._container = None
         self._own_dir = workdir is None
@@ -134,7 +136,8 @@ class InfluxServer:
             with open(config, 'w') as handle:
                 handle.write(self.CONFIG.format(
                     dir=self.dir, port=self.port, rpc_port=free_port(),
-                    cq_interval=self.cq_interval))
+                    cq_interval=self.cq_interval,
+                    auth='true' if self.auth else 'false'))
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(
                 [influxd, 'run', '-config', config], stdout=log,

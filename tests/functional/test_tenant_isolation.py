@@ -153,3 +153,31 @@ def test_a_bad_option_stops_the_driver_at_start_naming_it(
     with pytest.raises(ValueError, match=message):
         MetricsRepository(influx_conf)
     assert influx.databases() == set()
+
+
+def test_wrong_credentials_are_an_error_naming_the_server_not_a_loss(
+        influx_conf, tmp_path, caplog):
+    import logging
+
+    from tests import servers
+    guarded = servers.InfluxServer(str(tmp_path / 'auth'), auth=True).start()
+    try:
+        guarded.query("CREATE USER admin WITH PASSWORD 'right' WITH ALL "
+                      "PRIVILEGES")
+        influx_conf.set_override('port', guarded.port, 'influxdb')
+        influx_conf.set_override('user', 'admin', 'influxdb')
+        influx_conf.set_override('password', 'wrong', 'influxdb')
+        influx_conf.set_override('hold_after', 0.5, 'dbpt')
+        influx_conf.set_override('retry_timeout', 2.0, 'dbpt')
+        repo = MetricsRepository(influx_conf)
+        with caplog.at_level(logging.WARNING):
+            records.feed(repo, [records.metric('t', timestamp=NOW)])
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR
+                  and 'refuses our credentials' in r.getMessage()]
+        assert len(errors) == 1  # rate-limited, not one per retry
+        assert guarded.url in errors[0].getMessage()
+        assert 'HTTP 401' in errors[0].getMessage()
+        # Nothing lost: held, commits wait for it.
+        assert repo.backlog.held() == 1 and commit_guard._pause_check()
+    finally:
+        guarded.close()
