@@ -144,21 +144,32 @@ _INTERVAL = re.compile(r'(\d+)([smhdw])')
 
 
 def parse_tiers(items) -> tuple:
-    """``5m:4w,1h:260w`` (or its list) -> tiers, shortest interval first."""
+    """``5m:4w,1h:260w:52w`` (or its list) -> tiers, shortest interval
+    first. The optional third part is the tier's own shard group duration
+    (a five-year tier in week-long groups would hold 261 shards)."""
     if isinstance(items, str):
         items = [p for p in (i.strip() for i in items.split(',')) if p]
     tiers = {}
     for item in items:
-        interval, sep, duration = str(item).strip().partition(':')
-        match = _INTERVAL.fullmatch(interval.strip())
-        if not sep or not match or int(match.group(1)) < 1:
+        parts = [p.strip() for p in str(item).strip().split(':')]
+        match = _INTERVAL.fullmatch(parts[0])
+        if len(parts) not in (2, 3) or not match or int(match.group(1)) < 1:
             raise InvalidDuration('retention tier %r is not <interval>:<dura'
-                                  'tion>, e.g. 5m:4w (interval units s, m, '
-                                  'h, d, w)' % (item,))
-        rp = parse_duration(duration)
-        name = 'tier_' + interval.strip()
-        tiers[name] = Tier(interval.strip(), dataclasses.replace(rp,
-                                                                 name=name))
+                                  'tion>[:<shard duration>], e.g. 5m:4w or '
+                                  '1h:260w:52w (interval units s, m, h, d, w)'
+                                  % (item,))
+        rp = parse_duration(parts[1])
+        name = 'tier_' + parts[0]
+        shard = None
+        if len(parts) == 3:
+            shard = _shard_duration(parts[2], 'retention tier %r' % (item,))
+            if rp.hours is not None and \
+                    parse_duration(shard).hours > rp.hours:
+                raise InvalidDuration('retention tier %r: shard duration %s '
+                                      'is longer than the tier keeps data'
+                                      % (item, shard))
+        tiers[name] = Tier(parts[0], dataclasses.replace(
+            rp, name=name, shard_duration=shard))
     return tuple(sorted(tiers.values(), key=lambda t: t.seconds))
 
 
@@ -206,19 +217,20 @@ def default_shard_hours(hours: Optional[int]) -> int:
     return 24 if hours >= 48 else 1
 
 
-def _shard_duration(text: Optional[str]) -> Optional[str]:
-    """``[dbpt] shard_duration`` as InfluxDB takes it; a unit is required,
+def _shard_duration(text: Optional[str],
+                    what: str = '[dbpt] shard_duration') -> Optional[str]:
+    """A shard group duration as InfluxDB takes it; a unit is required,
     since InfluxQL refuses a bare number (``expected duration``)."""
     if not text:
         return None
     value = str(text).strip()
     if not re.fullmatch(r'\d+[hdw]', value):
-        raise InvalidOption('[dbpt] shard_duration %r: use <N>h, <N>d or '
-                            '<N>w, e.g. 1d' % (text,))
+        raise InvalidOption('%s: shard duration %r: use <N>h, <N>d or <N>w, '
+                            'e.g. 1d' % (what, text))
     try:
         parse_duration(value)
     except InvalidDuration as exc:
-        raise InvalidOption('[dbpt] shard_duration: %s' % exc) from None
+        raise InvalidOption('%s: %s' % (what, exc)) from None
     return value
 
 
@@ -383,7 +395,9 @@ class PlacementMap:
         return dataclasses.replace(rp, shard_duration=shard)
 
     def _tiers_with_shard(self, tiers: tuple) -> tuple:
-        return tuple(dataclasses.replace(t, policy=self._with_shard(t.policy))
+        """A tier's own shard duration wins over ``[dbpt] shard_duration``."""
+        return tuple(t if t.policy.shard_duration else
+                     dataclasses.replace(t, policy=self._with_shard(t.policy))
                      for t in tiers)
 
     def _check_tiers(self) -> None:

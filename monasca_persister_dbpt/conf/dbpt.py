@@ -41,7 +41,10 @@ placement_opts = [
                      'weeks. Each tier is a policy tier_<interval> filled by '
                      'a continuous query dbpt_tier_<interval>; both are '
                      'created with every tenant database and reconciled on '
-                     'existing ones. Interval units s, m, h, d, w.'),
+                     'existing ones. Interval units s, m, h, d, w. An '
+                     'optional third part is the tier\'s own shard group '
+                     'duration ("1h:260w:52w"), since a long tier in short '
+                     'shard groups costs influxd one shard per group.'),
     cfg.MultiStrOpt('tenant_tiers', default=[],
                     help='Per-tenant tiers, one line per project: '
                          '"project=5m:8w,1h:inf"; "project=" for none.'),
@@ -62,8 +65,12 @@ placement_opts = [
                      'a stable hash of their id. Empty: the default server.'),
     cfg.StrOpt('shard_duration',
                help='Shard group duration of the policies this package '
-                    'creates (for example "1d"). Unset: InfluxDB chooses from '
-                    'the policy duration.'),
+                    'creates, raw and tiers (for example "1d"; a unit is '
+                    'required). A tier may set its own (see retention_tiers). '
+                    'Never longer than a policy: a shorter policy gets the '
+                    'duration InfluxDB would choose for it. Reconciled on '
+                    'existing databases like the duration. Unset: InfluxDB '
+                    'chooses from the policy duration.'),
 ]
 
 writer_opts = [

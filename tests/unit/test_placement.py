@@ -180,3 +180,16 @@ def test_hash_spreads_other_tenants_stably():
     assert min(counts) > 60
     with pytest.raises(ValueError, match='hash_servers'):
         PlacementMap(server=base, servers=servers, hash_servers=['zz'])
+
+
+def test_a_tier_may_have_its_own_shard_duration_never_longer_than_itself():
+    from monasca_persister_dbpt.placement import parse_tiers
+    fine, coarse = parse_tiers('5m:4w,1h:260w:52w')
+    assert (fine.policy.shard_duration, coarse.policy.shard_duration) == \
+        (None, '52w')
+    pm = PlacementMap(tiers=(fine, coarse), shard_duration='7d')
+    assert [t.policy.shard_duration for t in pm.place('t').tiers] == \
+        ['7d', '52w']
+    for bad in ('1h:1w:2w', '1h:1w:3', '1h:1w:2w:1d'):
+        with pytest.raises(ValueError, match='retention tier'):
+            parse_tiers(bad)
