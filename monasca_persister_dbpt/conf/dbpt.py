@@ -62,7 +62,11 @@ placement_opts = [
     cfg.ListOpt('hash_servers', default=[],
                 help='Servers (names from [dbpt] servers, or "default") that '
                      'tenants not in tenant_servers_file are spread over by '
-                     'a stable hash of their id. Empty: the default server.'),
+                     'rendezvous (highest random weight) hashing of their '
+                     'id; "name:weight" gives a server that many times the '
+                     'share ("default,influx2:2"). Adding a server moves '
+                     'about 1/(n+1) of these tenants, all to it. Empty: the '
+                     'default server.'),
     cfg.StrOpt('shard_duration',
                help='Shard group duration of the policies this package '
                     'creates, raw and tiers (for example "1d"; a unit is '

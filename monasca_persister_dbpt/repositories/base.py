@@ -14,6 +14,7 @@ import abc
 import json
 import logging
 import os
+import re
 from typing import Any, Optional
 
 import orjson
@@ -29,6 +30,10 @@ from monasca_persister_dbpt.repositories.batch import TenantBatch
 from monasca_persister_dbpt.stats import Stats
 
 LOG = logging.getLogger(__name__)
+
+# orjson reads an integer beyond 64 bits as a float; the host's parser keeps
+# it exact (and writes it so into value_meta and dimensions).
+_BIG_INT = re.compile(rb'\d{19}')
 
 
 class RecordRejected(ValueError):
@@ -128,6 +133,9 @@ class TenantRepository(Repository):
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 record = self._lenient_json(raw, exc)
+            else:
+                if type(raw) is bytes and _BIG_INT.search(raw):
+                    record = self._lenient_json(raw, None)
             return self.to_line(record)
         except (RecordRejected, InvalidPoint, InvalidTenantId) as exc:
             reason = str(exc)

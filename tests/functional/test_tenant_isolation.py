@@ -125,7 +125,7 @@ def test_held_points_follow_their_tenant_to_its_new_server(
         assert repo.backlog.held() == 7
         # The operator moves b to the default server: history follows.
         mapping.write_text('b default\n')
-        repo.placements._servers_file_next = 0  # skip the 10 s re-read wait
+        repo.placements.server_map._next = 0  # skip the 10 s re-read wait
         deadline = time.monotonic() + 30
         while repo.backlog.holding() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -142,7 +142,8 @@ def test_servers_parse_with_the_default_credentials():
 
 def test_servers_file_places_tenants_and_is_reread_when_it_changes(
         tmp_path, monkeypatch):
-    monkeypatch.setattr(placement, 'SERVERS_FILE_CHECK', 0)
+    from monasca_persister_dbpt.placement import servers as servers_mod
+    monkeypatch.setattr(servers_mod, 'SERVERS_FILE_CHECK', 0)
     base, servers = _servers()
     path = tmp_path / 'servers'
     path.write_text('# tenant server\nt1 a\nt2 b  # gold\n')
@@ -193,3 +194,29 @@ def test_a_tier_may_have_its_own_shard_duration_never_longer_than_itself():
     for bad in ('1h:1w:2w', '1h:1w:3', '1h:1w:2w:1d'):
         with pytest.raises(ValueError, match='retention tier'):
             parse_tiers(bad)
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 5, 9])
+def test_adding_a_server_moves_about_one_in_n_plus_one_all_to_it(n):
+    from monasca_persister_dbpt.placement import rendezvous
+    tenants = ['%032x' % i for i in range(10000)]
+    before = {name: 1.0 for name in ('s%d' % i for i in range(n))}
+    after = dict(before, new=1.0)
+    moved = [t for t in tenants
+             if rendezvous(t, before) != rendezvous(t, after)]
+    assert 0.8 / (n + 1) <= len(moved) / len(tenants) <= 1.2 / (n + 1)
+    assert {rendezvous(t, after) for t in moved} == {'new'}
+
+
+def test_a_weighted_server_gets_its_share():
+    from monasca_persister_dbpt.placement import rendezvous
+    tenants = ['t%d' % i for i in range(10000)]
+    got = [rendezvous(t, {'a': 1.0, 'b': 3.0}) for t in tenants]
+    assert 0.70 < got.count('b') / len(got) < 0.80
+    base, servers = _servers()
+    pm = PlacementMap(server=base, servers=servers,
+                      hash_servers=['default', 'a:2'])
+    assert pm.server_map.weights == {'default': 1.0, 'a': 2.0}
+    for bad in (['a:0'], ['a:x'], ['a', 'a'], [':2']):
+        with pytest.raises(ValueError, match='hash_servers'):
+            PlacementMap(server=base, servers=servers, hash_servers=bad)
