@@ -53,6 +53,9 @@ def influx_conf(conf, influx):
     conf.set_override('db_per_tenant', True, 'influxdb')
     conf.set_override('retry_timeout', 5, 'dbpt')
     conf.set_override('hold_after', 2, 'dbpt')
+    # Driver tests feed one flush and count: write it at the flush (the
+    # coalescing tests turn max_delay on themselves).
+    conf.set_override('max_delay', 0, 'dbpt')
     conf.set_override('stats_interval', 0, 'dbpt')
     return conf
 

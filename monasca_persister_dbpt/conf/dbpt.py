@@ -81,12 +81,28 @@ writer_opts = [
     cfg.IntOpt('write_concurrency', default=4, min=1, max=64,
                help='Connections (and threads) writing tenants in parallel '
                     'for one persister worker process.'),
-    cfg.IntOpt('pipeline_points', default=5000, min=0,
-               help='A tenant with this many points waiting is written at '
-                    'once, while the persister goes on reading the batch, so '
-                    'parsing and writing overlap. 0: wait for [influxdb] '
-                    'batch_size points. Nothing is committed before the '
-                    'whole batch is written either way.'),
+    cfg.IntOpt('coalesce_points', default=1000, min=1,
+               deprecated_name='pipeline_points',
+               help='A tenant\'s points are kept across the persister\'s '
+                    'flushes and written in one request once there are this '
+                    'many (InfluxDB\'s cost is per request much more than '
+                    'per point; 1000 is also Telegraf\'s default batch). '
+                    'Kafka commits never pass a point not yet written. See '
+                    'max_delay and buffered_points_max.'),
+    cfg.FloatOpt('max_delay', default=10.0, min=0.0,
+                 help='Longest time, in seconds, a tenant\'s oldest point '
+                      'waits before it is written, however few points the '
+                      'tenant has (a timer sees to it, whatever the '
+                      'persister does). 0 turns coalescing off: every '
+                      'flush of the persister writes and waits for all its '
+                      'points, as upstream does. Coalescing needs the commit '
+                      'guard and the default (confluent) Kafka client, and '
+                      'turns itself off without them.'),
+    cfg.IntOpt('buffered_points_max', default=200000, min=1,
+               help='Points one worker process may keep buffered (and '
+                    'being written) over all tenants; past it the biggest '
+                    'buffers are written at once and the persister waits '
+                    'for room. About 250 bytes per point.'),
     cfg.FloatOpt('request_timeout', default=30.0, min=0.1,
                  help='Seconds to wait for one InfluxDB HTTP request.'),
     cfg.FloatOpt('retry_timeout', default=120.0, min=0.0,
@@ -96,17 +112,17 @@ writer_opts = [
                       'persister, which then does not commit it. Keep it '
                       'below the Kafka max.poll.interval.ms (300 s).'),
     cfg.IntOpt('held_points_max', default=200000, min=0,
-               help='Points one worker process may hold in memory for '
-                    'InfluxDB servers that are down, so that a down server '
-                    'delays only its own tenants: their points are replayed '
-                    'to it when it answers, the other tenants are written '
-                    'meanwhile, and Kafka commits wait until every held '
-                    'point is written (so a worker that dies meanwhile reads '
-                    'them again). About 200 bytes per point. Points that do '
-                    'not fit are retried up to retry_timeout as if this were '
-                    '0. 0: a down server fails the whole batch after '
-                    'retry_timeout, as upstream does. Needs the commit guard '
-                    'and the default (confluent) Kafka client.'),
+               help='Points one worker process may hold (of the buffered '
+                    'ones) for InfluxDB servers that are down, so that a '
+                    'down server delays only its own tenants: their points '
+                    'are tried again until it answers, the other tenants '
+                    'are written meanwhile, and Kafka commits stop only '
+                    'before the held records (a worker that dies meanwhile '
+                    'reads them again). Past it the persister waits up to '
+                    'retry_timeout, then fails the batch uncommitted. 0: a '
+                    'down server fails the whole batch after retry_timeout, '
+                    'as upstream does. Needs the commit guard and the '
+                    'default (confluent) Kafka client.'),
     cfg.FloatOpt('hold_after', default=5.0, min=0.0,
                  help='Seconds a write to a failing server is retried before '
                       'the server counts as down and its points are held (see '

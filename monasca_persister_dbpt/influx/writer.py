@@ -10,7 +10,7 @@ A write may instead be given a short bound (``retry_for``): when it runs out,
 the server is marked down and :class:`ServerDown` is raised at once for every
 later bounded write to it, until any request to that server succeeds again.
 The persister's batches use this to hold a down server's points aside
-(:mod:`monasca_persister_dbpt.backlog`) instead of waiting on it.
+(:mod:`monasca_persister_dbpt.commits.buffers`) instead of waiting on it.
 """
 
 from __future__ import annotations
@@ -154,6 +154,10 @@ class InfluxWriter:
 
     # -- writing -----------------------------------------------------------
 
+    def submit_call(self, call, *args) -> concurrent.futures.Future:
+        """Run *call* on the writer pool (its connections, its bound)."""
+        return self._pool.submit(call, *args)
+
     def submit(self, placement: Placement, lines: Sequence[str],
                retry_for: Optional[float] = None) -> concurrent.futures.Future:
         return self._pool.submit(self.write, placement, lines,
@@ -220,6 +224,7 @@ class InfluxWriter:
             if status == 204:
                 self.stats.add(placement.tenant_id, 'points_written',
                                len(lines))
+                self.stats.add(placement.tenant_id, 'write_requests')
                 return
             rule = errors.classify(status, text)
             if rule.action is errors.Action.CREATE and \

@@ -20,9 +20,10 @@ from typing import Any, Optional
 import orjson
 from oslo_config import cfg
 
-from monasca_persister_dbpt import commit_guard
-from monasca_persister_dbpt.backlog import Backlog
 from monasca_persister_dbpt import conf
+from monasca_persister_dbpt.commits import guard as commit_guard
+from monasca_persister_dbpt.commits.buffers import TenantBuffers
+from monasca_persister_dbpt.commits.watermark import Watermark
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
 from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.placement import InvalidTenantId, PlacementMap
@@ -86,48 +87,74 @@ class TenantRepository(Repository):
             request_timeout=dbpt.request_timeout,
             retry_timeout=dbpt.retry_timeout,
             backoff_max=dbpt.retry_backoff_max, stats=self.stats)
-        self.chunk_size = conf_obj.influxdb.batch_size
-        self.pipeline_points = dbpt.pipeline_points
-        self.hold_after = dbpt.hold_after
-        self.backlog, held = self._backlog(conf_obj, guarded, legacy)
+        self.buffers, self.watermark, buffering = self._buffers(
+            conf_obj, guarded and not legacy)
+        #: ((topic, partition), offset) of the record being processed.
+        self._position: list = [None, None]
         self.data_points_class = self._new_batch
         LOG.info('monasca-persister-dbpt %s driver in pid %d: %s; %s; '
                  'databases %s', self.kind, os.getpid(),
-                 'Kafka commits: synchronous after each written batch '
-                 '(commit guard)' if guarded else
-                 'Kafka commits: the legacy client\'s own (synchronous, '
-                 'offsets it tracked)' if legacy else
+                 'Kafka commits: synchronous, at the low watermark of '
+                 'written records (commit guard)' if guarded and not legacy
+                 else 'Kafka commits: the legacy client\'s own '
+                 '(synchronous, offsets it tracked)' if legacy else
                  'Kafka commits: the host\'s own, asynchronous ([dbpt] '
-                 'commit_guard is off or could not be installed)', held,
+                 'commit_guard is off or could not be installed)', buffering,
                  self.placements.describe())
 
-    def _backlog(self, conf_obj: cfg.ConfigOpts, guarded: bool,
-                 legacy: bool) -> tuple[Optional[Backlog], str]:
-        """A backlog for down servers, if commits can wait for it, and a
-        line saying which."""
-        limit = conf_obj.dbpt.held_points_max
-        if limit == 0:
-            return None, ('held points off ([dbpt] held_points_max = 0): a '
-                          'down server fails the batch after [dbpt] '
-                          'retry_timeout')
-        if not guarded or legacy:
-            return None, ('held points off: [dbpt] held_points_max needs the '
-                          'commit guard and the default Kafka client; a down '
-                          'server fails the batch after [dbpt] retry_timeout')
-        backlog = Backlog(self.writer, limit, self.stats, self.placements)
-        commit_guard.pause_while(backlog.holding)
-        self.stats.gauge('points_held', backlog.held)
-        return backlog, ('points of a down server held up to %d, commits '
-                         'wait for them' % limit)
+    def _buffers(self, conf_obj: cfg.ConfigOpts, controlled: bool):
+        """The tenant buffers, the watermark (when commits can follow it),
+        and a line saying what is on."""
+        dbpt = conf_obj.dbpt
+        max_delay, held_max = dbpt.max_delay, dbpt.held_points_max
+        words = []
+        if not controlled:
+            if max_delay:
+                words.append('coalescing off (needs the commit guard and '
+                             'the default Kafka client)')
+            max_delay, held_max = 0.0, 0
+        elif max_delay:
+            words.append('coalescing up to %d points or %.3gs per tenant'
+                         % (dbpt.coalesce_points, max_delay))
+        else:
+            words.append('coalescing off ([dbpt] max_delay = 0)')
+        if held_max == 0:
+            words.append('held points off%s: a down server fails the batch '
+                         'after [dbpt] retry_timeout' % (
+                             ' ([dbpt] held_points_max = 0)' if controlled
+                             else ''))
+        else:
+            words.append('points of a down server held up to %d, only the '
+                         'records behind them wait' % held_max)
+        buffers = TenantBuffers(
+            self.placements, self.writer, self.stats,
+            chunk_points=conf_obj.influxdb.batch_size,
+            coalesce_points=dbpt.coalesce_points, max_delay=max_delay,
+            buffered_max=dbpt.buffered_points_max, held_max=held_max,
+            hold_after=dbpt.hold_after if held_max else None)
+        watermark = None
+        if controlled:
+            watermark = Watermark()
+            commit_guard.use(watermark)
+            self.stats.gauge('watermark_lag', watermark.lag)
+        self.stats.gauge('points_per_request', self._points_per_request)
+        return buffers, watermark, '; '.join(words)
+
+    def _points_per_request(self) -> float:
+        requests = self.stats.total('write_requests')
+        return round(self.stats.total('points_written') / requests, 1) \
+            if requests else 0.0
 
     def _new_batch(self) -> TenantBatch:
-        return TenantBatch(self.placements, self.writer, self.chunk_size,
-                           self.pipeline_points, self.backlog,
-                           self.hold_after)
+        return TenantBatch(self.buffers, self.watermark, self._position)
 
     def process_message(self, message):
         raw = message.value()
         record = None
+        if self.watermark is not None:
+            position = self._position
+            position[0] = (message.topic(), message.partition())
+            position[1] = message.offset()
         try:
             try:
                 record = orjson.loads(raw)
@@ -144,6 +171,8 @@ class TenantRepository(Repository):
         except (TypeError, AttributeError) as exc:
             reason = 'record does not have the expected shape (%s)' % exc
         self.reject(message, reason, self._tenant_of(record))
+        if self.watermark is not None:
+            self.watermark.skip(*self._position)
         return None, None
 
     def _tenant_of(self, record) -> Optional[str]:
@@ -191,7 +220,8 @@ class TenantRepository(Repository):
         else:  # a container of the host's kind: tenant -> lines, or lines
             items = data_points.items() if hasattr(data_points, 'items') \
                 else [(None, list(data_points))]
-            batch = self._new_batch()
+            batch = TenantBatch(self.buffers, None, self._position,
+                                everything=True)
             for tenant, lines in items:
                 for line in lines:
                     batch.append(tenant, line)

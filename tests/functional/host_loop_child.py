@@ -34,7 +34,7 @@ def main():
     bootstrap, topic, group, out, guard, batch = sys.argv[1:7]
     FileRepository.out = out
     if guard == '1':
-        from monasca_persister_dbpt import commit_guard
+        from monasca_persister_dbpt.commits import guard as commit_guard
         assert commit_guard.install(True)
     # A short session timeout only makes the group rebalance sooner after a
     # kill (tansu joins take about half of it); commits are unaffected.

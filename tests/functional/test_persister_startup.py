@@ -77,7 +77,7 @@ def test_an_idle_worker_reports_and_each_worker_says_what_is_on(
     for kind in ('metric', 'alarm transition'):
         assert 'monasca-persister-dbpt %s driver in pid' % kind in log
     assert log.count('held points off ([dbpt] held_points_max = 0)') == 2
-    assert 'synchronous after each written batch (commit guard)' in log
+    assert 'at the low watermark of written records (commit guard)' in log
 
 
 def test_with_the_legacy_client_no_guard_is_claimed(

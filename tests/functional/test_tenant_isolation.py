@@ -4,7 +4,6 @@ import time
 
 import pytest
 
-from monasca_persister_dbpt import commit_guard
 from monasca_persister_dbpt.repositories.metrics import MetricsRepository
 from tests import records
 
@@ -42,7 +41,7 @@ def test_a_database_influxdb_refuses_costs_only_its_own_tenant(
     assert repo.stats.total('databases_refused') == 1  # tried once a minute
     assert repo.stats.total('retries') == 0
     assert not repo.writer.is_down(repo.placements.place('a').server)
-    assert not repo.backlog.holding() and not commit_guard._pause_check()
+    assert not repo.buffers.holding() and not repo.buffers.holding()
 
 
 def test_a_statement_error_is_refused_without_a_backlog_too(
@@ -122,16 +121,16 @@ def test_held_points_follow_their_tenant_to_its_new_server(
         second.stop()
         records.feed(repo, [records.metric('b', timestamp=NOW + i)
                             for i in range(7)])
-        assert repo.backlog.held() == 7
+        assert repo.buffers.held() == 7
         # The operator moves b to the default server: history follows.
         mapping.write_text('b default\n')
         repo.placements.server_map._next = 0  # skip the 10 s re-read wait
         deadline = time.monotonic() + 30
-        while repo.backlog.holding() and time.monotonic() < deadline:
+        while repo.buffers.holding() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not repo.backlog.holding()
+        assert not repo.buffers.holding()
         assert _count(influx, 'mon_b') == 7
-        assert not commit_guard._pause_check()
+        assert not repo.buffers.holding()
     finally:
         second.close()
 
@@ -178,6 +177,6 @@ def test_wrong_credentials_are_an_error_naming_the_server_not_a_loss(
         assert guarded.url in errors[0].getMessage()
         assert 'HTTP 401' in errors[0].getMessage()
         # Nothing lost: held, commits wait for it.
-        assert repo.backlog.held() == 1 and commit_guard._pause_check()
+        assert repo.buffers.held() == 1 and repo.buffers.holding()
     finally:
         guarded.close()

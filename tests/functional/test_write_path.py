@@ -237,7 +237,6 @@ def test_tenants_on_another_server_are_written_there_and_isolated(
 
 def test_a_down_server_delays_only_its_tenants(influx_conf, influx,
                                                two_servers):
-    from monasca_persister_dbpt import commit_guard
     influx_conf.set_override('hold_after', 0.5, 'dbpt')
     influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
     repo = MetricsRepository(influx_conf)
@@ -248,19 +247,19 @@ def test_a_down_server_delays_only_its_tenants(influx_conf, influx,
     _feed(repo, [records.metric(t, timestamp=NOW + 2 + i)
                  for i in range(10) for t in 'ab'])
     assert _count(influx, 'mon_a') == 12
-    assert repo.backlog.held() == 11
+    assert repo.buffers.held() == 11
     assert repo.stats.total('points_held') == 11
     assert repo.stats.snapshot()['gauges']['points_held'] == 11
-    assert commit_guard._pause_check()
+    assert repo.buffers.holding()
     two_servers.start()  # same port, same data directory
     deadline = time.monotonic() + 60
-    while repo.backlog.holding() and time.monotonic() < deadline:
+    while repo.buffers.holding() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not repo.backlog.holding()
+    assert not repo.buffers.holding()
     assert _count(two_servers, 'mon_b') == 12
     assert repo.stats.total('points_replayed') == 11
     assert repo.stats.snapshot()['gauges']['points_held'] == 0
-    assert not commit_guard._pause_check()
+    assert not repo.buffers.holding()
     # Once it answers, its tenants are written directly again.
     _feed(repo, [records.metric('b', timestamp=NOW + 20)])
     assert _count(two_servers, 'mon_b') == 13
@@ -271,7 +270,7 @@ def test_without_a_backlog_a_down_server_fails_the_batch(
     influx_conf.set_override('held_points_max', 0, 'dbpt')
     influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
     repo = MetricsRepository(influx_conf)
-    assert repo.backlog is None
+    assert repo.buffers._hold_after is None
     two_servers.stop()
     with pytest.raises(WriteFailed, match='still failing'):
         _feed(repo, [records.metric(t, timestamp=NOW + 1) for t in 'ab'])

@@ -3,13 +3,18 @@ import logging
 import confluent_kafka
 import pytest
 
-from monasca_persister_dbpt import commit_guard
+from monasca_persister_dbpt.commits import guard as commit_guard
 
 
 class _FakeLibConsumer:
-    def __init__(self, error=None):
+    def __init__(self, error=None, assigned=()):
         self.calls = []
         self.error = error
+        self.assigned = [confluent_kafka.TopicPartition(t, p)
+                         for t, p in assigned]
+
+    def assignment(self):
+        return self.assigned
 
     def commit(self, **kwargs):
         self.calls.append(kwargs)
@@ -25,6 +30,7 @@ def host_consumer(monkeypatch):
         consumer.KafkaConsumer.commit
     monkeypatch.setattr(consumer.KafkaConsumer, 'commit', host_commit)
     monkeypatch.setattr(commit_guard, '_installed_in', None)
+    monkeypatch.setattr(commit_guard, '_watermark', None)
     return consumer.KafkaConsumer
 
 
@@ -105,3 +111,33 @@ def test_guard_installs_once_per_process(host_consumer):
     assert commit_guard.install(True)
     assert commit_guard.install(True)
     assert host_consumer.commit is commit_guard._guarded_commit
+
+
+def test_with_a_watermark_only_written_records_of_owned_partitions_commit(
+        host_consumer):
+    from monasca_persister_dbpt.commits.watermark import Ticket, Watermark
+    commit_guard.install(True)
+    mark = Watermark()
+    commit_guard.use(mark)
+    pending = Ticket()
+    mark.track(('m', 0), 5, pending)
+    mark.skip(('m', 1), 9)
+    mark.skip(('m', 2), 3)      # not ours (any more)
+    lib = _FakeLibConsumer(assigned=[('m', 0), ('m', 1)])
+    consumer = _bare(host_consumer, lib)
+    consumer.commit()
+    (call,) = lib.calls
+    assert call['asynchronous'] is False
+    assert sorted((tp.partition, tp.offset) for tp in call['offsets']) == \
+        [(0, 5), (1, 10)]
+    assert not commit_guard.commit_owed() or mark.owed()
+    pending.done = True
+    assert commit_guard.commit_owed()
+    consumer.commit()
+    assert sorted((tp.partition, tp.offset)
+                  for tp in lib.calls[-1]['offsets']) == [(0, 6), (1, 10)]
+    # A partition assigned anew starts over: stale tracking is dropped.
+    mark.track(('m', 2), 50, Ticket())
+    lib.assigned.append(confluent_kafka.TopicPartition('m', 2))
+    consumer.commit()
+    assert 2 not in {tp.partition for tp in lib.calls[-1]['offsets']}

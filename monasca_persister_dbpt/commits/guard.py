@@ -15,11 +15,12 @@ later, for one round trip per flush. A commit with nothing new to commit
 rebalance, the broker away) is logged and left to the next flush, since it
 loses nothing.
 
-While a server is down, its tenants' points are held in memory by
-:mod:`monasca_persister_dbpt.backlog` and commits pause: Kafka keeps every
-record since the last commit until the held points are written, so a worker
-that dies meanwhile gets them again (re-writing the others' points is
-harmless: InfluxDB keeps one point per series and timestamp).
+With a :class:`~monasca_persister_dbpt.commits.watermark.Watermark`
+registered (:func:`use`), the commit names its offsets: per assigned
+partition, the low watermark, below which every record is written. Points
+buffered across flushes (coalescing) or held for a server that is down are
+simply not written yet, so they hold their partitions back and nothing
+else: the host keeps flushing and committing everything before them.
 
 Covers the default consumer (``[kafka] legacy_kafka_client_enabled =
 False``). The legacy client commits the offsets it tracked itself,
@@ -31,43 +32,61 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from typing import Callable, Optional
 
 LOG = logging.getLogger(__name__)
 
 _installed_in: int | None = None
 #: The host's own commit, kept for tests and for turning the guard off.
 original_commit = None
-#: Returns True while commits must wait (points held for a down server).
-_pause_check: Optional[Callable[[], bool]] = None
-#: A commit was skipped and nothing has been committed since.
-_skipped = False
+#: Where explicit offsets come from (None: commit the consumer's position).
+_watermark = None
 
 
-def pause_while(check: Optional[Callable[[], bool]]) -> None:
-    """Skip every commit while *check()* is true (None: never skip)."""
-    global _pause_check
-    _pause_check = check
+def use(watermark) -> None:
+    """Commit this watermark's offsets from now on (None: the position)."""
+    global _watermark
+    _watermark = watermark
 
 
 def commit_owed() -> bool:
-    """True once commits may resume after having been skipped."""
-    return _skipped and not (_pause_check is not None and _pause_check())
+    """True when a commit would move the watermark forward."""
+    return _watermark is not None and _watermark.owed()
+
+
+def _assigned(self, watermark) -> set:
+    """Partitions this consumer owns now; tracking of newly assigned ones
+    starts over."""
+    try:
+        owned = {(tp.topic, tp.partition) for tp in
+                 self._consumer.assignment()}
+    except Exception:  # noqa: BLE001 - a closed consumer owns nothing
+        return set()
+    before = getattr(self, '_dbpt_assigned', None)
+    if before is not None and owned - before:
+        watermark.reset(owned - before)
+    self._dbpt_assigned = owned
+    return owned
 
 
 def _guarded_commit(self) -> None:
     import confluent_kafka
 
-    global _skipped
     self._last_commit = datetime.datetime.now()
-    if _pause_check is not None and _pause_check():
-        if not _skipped:
-            LOG.warning('Kafka commits paused: points of a server that is '
-                        'down are held until written')
-        _skipped = True
-        return
+    watermark = _watermark
+    offsets = None
     try:
-        self._consumer.commit(asynchronous=False)
+        if watermark is None:
+            self._consumer.commit(asynchronous=False)
+        else:
+            owned = _assigned(self, watermark)
+            offsets = {p: o for p, o in watermark.offsets().items()
+                       if p in owned}
+            if not offsets:
+                return
+            self._consumer.commit(offsets=[
+                confluent_kafka.TopicPartition(topic, partition, offset)
+                for (topic, partition), offset in offsets.items()],
+                asynchronous=False)
     except confluent_kafka.KafkaException as exc:
         error = exc.args[0] if exc.args else None
         code = getattr(error, 'code', lambda: None)()
@@ -81,10 +100,9 @@ def _guarded_commit(self) -> None:
             # (Upstream's asynchronous commit never raised here.)
             LOG.warning('Kafka commit failed; the next flush commits '
                         'again, nothing is lost: %s', error)
-            return
-    if _skipped:
-        LOG.warning('Kafka commits resumed: every held point is written')
-        _skipped = False
+        return
+    if offsets is not None:
+        watermark.committed(offsets)
 
 
 def install(enabled: bool = True, legacy: bool = False) -> bool:
@@ -125,6 +143,6 @@ def install(enabled: bool = True, legacy: bool = False) -> bool:
     target.commit = _guarded_commit
     _installed_in = os.getpid()
     LOG.info('commit guard installed: the persister now commits Kafka '
-             'offsets synchronously after each written batch '
+             'offsets synchronously, only past written records '
              '(monasca_common.confluent_kafka.consumer.KafkaConsumer.commit)')
     return True

@@ -1,0 +1,325 @@
+"""Each tenant's points, kept across host flushes until written.
+
+InfluxDB's cost is per write request much more than per point, and a host
+batch over many tenants gives each only a few points. So a tenant's points
+are kept here across flushes and written in one request when there are
+``[dbpt] coalesce_points`` of them, or when the oldest is ``[dbpt]
+max_delay`` seconds old (a timer thread sees to that, so a quiet tenant is
+written on time whatever the host does), or when everything buffered
+passes ``[dbpt] buffered_points_max``. Kafka keeps every record until the
+watermark passes it (:mod:`.watermark`), so nothing here needs a disk.
+
+A server that stops answering for ``[dbpt] hold_after`` seconds is marked
+down; its tenants' points stay here, *held*, and are tried again with
+backoff (one request at a time, even though the server is marked down)
+until it answers. Held points follow their tenant: each attempt places the
+tenant again, so a tenant moved in the tenant servers file takes them to
+its new server. Only the partitions holding those records wait; every other
+tenant is written and committed meanwhile.
+
+Bounds, whatever happens: ``buffered_points_max`` for everything here and
+``held_points_max`` for what a down server holds. Past them, the host's
+thread waits for writes (up to ``[dbpt] retry_timeout``) and then fails the
+batch: the worker exits uncommitted and its records are read again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional
+
+from monasca_persister_dbpt.commits.watermark import Ticket
+from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
+from monasca_persister_dbpt.placement import InvalidTenantId, PlacementMap
+from monasca_persister_dbpt.stats import Stats
+
+LOG = logging.getLogger(__name__)
+
+
+class _Buffer:
+    __slots__ = ('lines', 'tickets', 'since', 'held', 'retry_at', 'delay',
+                 'inflight')
+
+    def __init__(self, now: float) -> None:
+        self.lines: list = []
+        self.tickets: list = [Ticket()]
+        self.since = now
+        self.held = False       # its server did not take the last write
+        self.retry_at = 0.0
+        self.delay = 0.0
+        self.inflight = 0       # points of a write under way
+
+    @property
+    def busy(self) -> bool:
+        return self.inflight > 0
+
+
+class TenantBuffers:
+    def __init__(self, placements: PlacementMap, writer: InfluxWriter,
+                 stats: Stats, *, chunk_points: int, coalesce_points: int,
+                 max_delay: float, buffered_max: int, held_max: int,
+                 hold_after: Optional[float]) -> None:
+        self._placements = placements
+        self._writer = writer
+        self._stats = stats
+        self._chunk = max(1, chunk_points)
+        self.coalesce_points = max(1, coalesce_points)
+        self.max_delay = max_delay
+        self._buffered_max = buffered_max
+        self._held_max = held_max
+        # None: a write retries for the full retry_timeout and failures
+        # are raised (commits cannot wait for held points).
+        self._hold_after = hold_after
+        self._lock = threading.Condition()
+        self._buffers: dict[str, _Buffer] = {}
+        self._points = 0          # buffered, held and being written
+        self._held_tenants: set = set()
+        self._failed: Optional[BaseException] = None
+        self._timer: Optional[threading.Thread] = None
+        self._closed = False
+        stats.gauge('points_buffered', lambda: self._points)
+        stats.gauge('points_held', self.held)
+        stats.gauge('oldest_buffered_seconds', self.oldest_age)
+
+    # -- the host's thread -------------------------------------------------
+
+    def add(self, tenant: str, line: str) -> Ticket:
+        """Buffer one point; its ticket is done once it is written."""
+        with self._lock:
+            buf = self._buffers.get(tenant)
+            if buf is None:
+                buf = self._buffers[tenant] = _Buffer(time.monotonic())
+            buf.lines.append(line)
+            self._points += 1
+            ticket = buf.tickets[-1]
+            held = buf.held
+            ship = len(buf.lines) >= self.coalesce_points and not buf.busy \
+                and not held
+        if held:  # joins the held points of its tenant
+            self._stats.add(tenant, 'points_held')
+        if ship:
+            self._ship(tenant)
+        if self._points > self._buffered_max:
+            self._relieve()
+        return ticket
+
+    def flush(self, everything: bool) -> None:
+        """At the host's flush: write what is due (*everything*: all of it,
+        and wait for it). Raises if a write could not be held."""
+        self._start_timer()
+        self._raise_failure()
+        self._ship_due(force=everything)
+        if everything:
+            # Each write is bounded by its own retries: no deadline here.
+            self._wait(lambda: all(b.busy is False for b in
+                                   self._buffers.values()), float('inf'))
+        if self.held() > self._held_max:
+            self._wait(lambda: self.held() <= self._held_max)
+        self._raise_failure()
+
+    # -- writing -----------------------------------------------------------
+
+    def _ship_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = []
+            for tenant, buf in self._buffers.items():
+                if buf.busy or not buf.lines:
+                    continue
+                if buf.held:
+                    if now >= buf.retry_at or not self._writer.is_down(
+                            self._placement(tenant).server):
+                        due.append(tenant)
+                elif force or len(buf.lines) >= self.coalesce_points or (
+                        self.max_delay > 0 and
+                        now - buf.since >= self.max_delay):
+                    due.append(tenant)
+        self._ship_many(due)
+
+    def _ship_many(self, tenants: list) -> None:
+        """Ship several tenants, creating their new databases first in a
+        few batched requests rather than one round trip each."""
+        ensure = getattr(self._writer, 'ensure_each', None)
+        if ensure is not None and len(tenants) > 1:
+            schema = self._writer.schema
+            new = [p for p in (self._placement(t) for t in tenants)
+                   if not schema.known(p) and schema.refused(p) is None]
+            if new:
+                # What fails here is settled by each write on its own.
+                ensure(new, retry_for=self._hold_after)
+        for tenant in tenants:
+            self._ship(tenant)
+
+    def _relieve(self) -> None:
+        """Over buffered_points_max: write the largest buffers now, and
+        wait for room (a down server's points count too)."""
+        with self._lock:
+            biggest = sorted((t for t, b in self._buffers.items()
+                              if not b.busy and not b.held and b.lines),
+                             key=lambda t: -len(self._buffers[t].lines))
+        shipped = 0
+        for tenant in biggest:
+            if self._points - shipped <= self._buffered_max // 2:
+                break
+            shipped += len(self._buffers[tenant].lines)
+            self._ship(tenant)
+        if self._points > self._buffered_max:
+            self._wait(lambda: self._points <= self._buffered_max)
+
+    def _wait(self, done, timeout: Optional[float] = None) -> None:
+        bound = self._writer.retry_timeout if timeout is None else timeout
+        deadline = time.monotonic() + bound
+        with self._lock:
+            while not done():
+                if self._failed is not None:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WriteFailed(
+                        '%d points buffered, %d of them held for servers '
+                        'that are down, still not written after %.0fs '
+                        '([dbpt] buffered_points_max %d, held_points_max %d)'
+                        % (self._points, self.held(), bound,
+                           self._buffered_max, self._held_max))
+                self._lock.wait(min(left, 0.5))
+
+    def _placement(self, tenant: str):
+        try:
+            return self._placements.place(tenant)
+        except InvalidTenantId:  # pragma: no cover - valid when buffered
+            raise
+
+    def _ship(self, tenant: str) -> None:
+        """Hand a tenant's buffer to the writer pool."""
+        with self._lock:
+            buf = self._buffers.get(tenant)
+            if buf is None or buf.busy or not buf.lines:
+                return
+            lines, tickets, held = buf.lines, buf.tickets, buf.held
+            buf.lines, buf.tickets = [], [Ticket()]
+            buf.inflight = len(lines)
+            buf.since = time.monotonic()
+        placement = self._placement(tenant)
+        self._writer.submit_call(self._write, tenant, placement, lines,
+                                 tickets, held)
+
+    def _write(self, tenant, placement, lines, tickets, held) -> None:
+        """In a writer thread: all of a buffer, in chunks."""
+        done = 0
+        try:
+            for start in range(0, len(lines), self._chunk):
+                chunk = lines[start:start + self._chunk]
+                if held:
+                    # One attempt even though the server is marked down.
+                    self._writer.write(placement, chunk, retry_for=0.0,
+                                       fail_fast=False)
+                else:
+                    self._writer.write(placement, chunk,
+                                       retry_for=self._hold_after)
+                done = start + len(chunk)
+        except Exception as exc:  # noqa: BLE001 - kept and retried
+            self._keep(tenant, placement, lines[done:], tickets, held, exc,
+                       written=done)
+            return
+        for ticket in tickets:
+            ticket.done = True
+        with self._lock:
+            buf = self._buffers.get(tenant)
+            self._points -= len(lines)
+            if held:
+                self._held_tenants.discard(tenant)
+                self._stats.add(tenant, 'points_replayed', len(lines))
+                LOG.info('%d held points of tenant %s written to %s',
+                         len(lines), tenant, placement.server.url)
+            if buf is not None:
+                buf.inflight = 0
+                buf.held = False
+                buf.delay = 0.0
+                if not buf.lines:
+                    del self._buffers[tenant]
+            self._lock.notify_all()
+
+    def _keep(self, tenant, placement, lines, tickets, was_held, exc,
+              written) -> None:
+        """A write that failed: its points go back in front of the
+        tenant's buffer, held, to be tried again."""
+        if not isinstance(exc, WriteFailed):
+            LOG.error('writing %d points of tenant %s: %r', len(lines),
+                      tenant, exc)
+        with self._lock:
+            self._points -= written
+            buf = self._buffers.get(tenant)
+            if buf is None:
+                buf = self._buffers[tenant] = _Buffer(time.monotonic())
+            buf.lines = lines + buf.lines
+            buf.tickets = tickets + buf.tickets
+            buf.inflight = 0
+            if self._hold_after is None:
+                # Commits cannot wait: the batch must fail uncommitted.
+                self._failed = exc
+            elif not was_held:
+                buf.held = True
+                self._held_tenants.add(tenant)
+                self._stats.add(tenant, 'points_held', len(lines))
+                LOG.warning('holding %d points of tenant %s until InfluxDB '
+                            'at %s answers; only the Kafka records behind '
+                            'them wait', len(lines), tenant,
+                            placement.server.url)
+            buf.delay = min(max(buf.delay * 2, 0.25),
+                            self._writer.backoff_max)
+            buf.retry_at = time.monotonic() + buf.delay
+            self._lock.notify_all()
+        if buf.held:
+            self._start_timer(held=True)
+
+    def _raise_failure(self) -> None:
+        with self._lock:
+            exc, self._failed = self._failed, None
+        if exc is not None:
+            raise exc if isinstance(exc, WriteFailed) else WriteFailed(
+                str(exc))
+
+    # -- the timer ---------------------------------------------------------
+
+    def _start_timer(self, held: bool = False) -> None:
+        """The timer writes what is due by age and retries held points
+        (it runs for held points even without coalescing)."""
+        if self._timer is None and (self.max_delay > 0 or held):
+            self._timer = threading.Thread(target=self._tick, daemon=True,
+                                           name='dbpt-coalesce')
+            self._timer.start()
+
+    def _tick(self) -> None:
+        pause = min(max(self.max_delay / 4, 0.05), 1.0) if self.max_delay \
+            else 0.1
+        while not self._closed:
+            time.sleep(pause)
+            try:
+                self._ship_due()
+            except Exception:  # noqa: BLE001 - the timer must go on
+                LOG.exception('writing buffered points')
+
+    # -- reading -----------------------------------------------------------
+
+    def buffered(self) -> int:
+        return self._points
+
+    def held(self) -> int:
+        """Points of tenants whose server did not take the last write."""
+        with self._lock:
+            return sum(len(self._buffers[t].lines) + self._buffers[t].inflight
+                       for t in self._held_tenants if t in self._buffers)
+
+    def holding(self) -> bool:
+        return bool(self._held_tenants)
+
+    def oldest_age(self) -> float:
+        with self._lock:
+            oldest = min((b.since for b in self._buffers.values()
+                          if b.lines), default=None)
+        return round(time.monotonic() - oldest, 3) if oldest else 0.0
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,84 @@
+"""The low watermark: per partition, the first record not yet written.
+
+Every record the driver accepts is tracked with the ticket of the tenant
+buffer its point went into; a ticket is done when InfluxDB has taken its
+points (or refused them for good, which is a decision too). A refused
+record only moves the partition's position. The offset committed for a
+partition is that of its oldest record with a pending ticket, or the
+position after the last record seen when none is pending: a worker killed
+at any moment re-reads at most what was not written, and a new owner of
+the partition after a rebalance starts there too.
+
+Only the host's thread tracks and computes offsets; writer threads only set
+``Ticket.done``.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable
+
+#: (topic, partition)
+Partition = tuple
+
+
+class Ticket:
+    """The points of one tenant buffer: done once all are written."""
+
+    __slots__ = ('done',)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+class Watermark:
+    def __init__(self) -> None:
+        self._pending: dict[Partition, collections.deque] = {}
+        self._next: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] = {}
+
+    def track(self, partition: Partition, offset: int, ticket: Ticket) -> None:
+        pending = self._pending.get(partition)
+        if pending is None:
+            pending = self._pending[partition] = collections.deque()
+        pending.append((offset, ticket))
+        if offset >= self._next.get(partition, -1):
+            self._next[partition] = offset + 1
+
+    def skip(self, partition: Partition, offset: int) -> None:
+        """A record with nothing to write (refused): only the position."""
+        if offset >= self._next.get(partition, -1):
+            self._next[partition] = offset + 1
+
+    def offsets(self) -> dict[Partition, int]:
+        """What may be committed now, per partition."""
+        out = {}
+        for partition, position in list(self._next.items()):
+            pending = self._pending.get(partition)
+            while pending and pending[0][1].done:
+                pending.popleft()
+            out[partition] = pending[0][0] if pending else position
+        return out
+
+    def owed(self) -> bool:
+        """True when a commit would move some partition forward."""
+        return any(self._committed.get(p) != o
+                   for p, o in self.offsets().items())
+
+    def committed(self, offsets: dict[Partition, int]) -> None:
+        self._committed.update(offsets)
+
+    def reset(self, partitions: Iterable[Partition]) -> None:
+        """Forget partitions assigned anew (after a rebalance the group's
+        committed offset is where reading starts; stale points of ours are
+        still written, they just no longer hold anything back)."""
+        for partition in partitions:
+            self._pending.pop(partition, None)
+            self._next.pop(partition, None)
+            self._committed.pop(partition, None)
+
+    def lag(self) -> int:
+        """Records seen but not committable yet, over all partitions."""
+        offsets = self.offsets()
+        return sum(max(self._next[p] - o, 0) for p, o in offsets.items()
+                   if p in self._next)

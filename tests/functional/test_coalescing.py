@@ -1,0 +1,75 @@
+"""Coalescing across host flushes, and commits at the low watermark."""
+
+import re
+import time
+
+from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+from tests import records
+from tests.functional.test_persister_end_to_end import counts, produce
+from tests.functional.test_persister_end_to_end import persister  # noqa: F401
+from tests.functional.test_persister_end_to_end import topics  # noqa: F401
+from tests.functional.test_persister_end_to_end import wait_until
+
+NOW = int(time.time() * 1000)
+
+
+def _count(influx, db):
+    rows = influx.rows('SELECT count(value) FROM "cpu.idle_perc"', db) \
+        if db in influx.databases() else []
+    return rows[0]['count'] if rows else 0
+
+
+def _feed(repo, recs, start=0):
+    batch = repo.data_points_class()
+    for offset, rec in enumerate(recs, start):
+        line, tenant = repo.process_message(
+            records.Message(records.encode(rec), offset))
+        batch.append(tenant, line)
+    repo.write_batch(batch)
+
+
+def test_busy_tenants_are_written_by_size_and_quiet_ones_by_age(
+        influx_conf, influx):
+    influx_conf.set_override('max_delay', 3.0, 'dbpt')
+    influx_conf.set_override('coalesce_points', 100, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('quiet', timestamp=NOW)])
+    # Five host flushes of 50 points of "busy".
+    for flush in range(5):
+        _feed(repo, [records.metric('busy', timestamp=NOW + flush * 100 + i)
+                     for i in range(50)], start=1 + flush * 50)
+    # Written by size, in requests of at least 100 points (more when
+    # points came in while a write was under way); the quiet point waits.
+    assert wait_until(lambda: _count(influx, 'mon_busy') >= 200, 2.5,
+                      interval=0.05)
+    assert _count(influx, 'mon_quiet') == 0
+    assert repo.watermark.offsets() == {('metrics', 0): 0}  # quiet waits
+    # The quiet point (and busy's rest, if any) by age: within max_delay
+    # plus one write, with no flush of the host.
+    assert wait_until(lambda: _count(influx, 'mon_quiet') == 1 and
+                      _count(influx, 'mon_busy') == 250, 3.0 + 5,
+                      interval=0.05)
+    assert 2 <= repo.stats.tenant('busy')['write_requests'] <= 3
+    assert repo.watermark.offsets() == {('metrics', 0): 251}
+
+
+def test_a_commit_never_passes_a_buffered_record_across_a_kill(
+        influx, broker, topics, persister):  # noqa: F811
+    """Points stay buffered (no size or age reached) while the host flushes
+    and commits; a SIGKILL then must lose none of them."""
+    sent = [records.encode(records.metric('held-back', timestamp=NOW - i,
+                                          value=i)) for i in range(900)]
+    produce(broker, topics['metrics_topic'], sent)
+    proc = persister(batch_size=100, max_wait=1,
+                     extra='max_delay = 3600\ncoalesce_points = 100000')
+    # The host flushed (and committed) all 900 records...
+    def processed():
+        return sum(int(n) for n in re.findall(r'Processed (\d+) messages',
+                                              proc.logtext()))
+    assert wait_until(lambda: processed() == 900, 60), proc.logtext()[-2000:]
+    time.sleep(2)  # and its timed flushes commit what they may
+    assert _count(influx, 'mon_held-back') == 0  # ...but wrote nothing
+    proc.kill()
+    proc = persister(batch_size=100, max_wait=1, extra='max_delay = 0.5')
+    assert wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
+                      {'mon_held-back': 900}, 60), proc.logtext()[-2000:]

@@ -1,0 +1,228 @@
+"""Tenant buffers and the low watermark, with a writer stand-in."""
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+import pytest
+
+from monasca_persister_dbpt.commits.buffers import TenantBuffers
+from monasca_persister_dbpt.commits.watermark import Ticket, Watermark
+from monasca_persister_dbpt.influx.writer import ServerDown, WriteFailed
+from monasca_persister_dbpt.placement import PlacementMap
+from monasca_persister_dbpt.repositories.batch import TenantBatch
+from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+from monasca_persister_dbpt.stats import Stats
+from tests import hostile
+from tests import records
+
+P0, P1 = ('metrics', 0), ('metrics', 1)
+
+
+class Writer:
+    """Writes into a list; tenants in ``down`` fail until taken out."""
+
+    retry_timeout = 1.0
+    backoff_max = 0.02
+
+    def __init__(self):
+        self.written = []
+        self.requests = []
+        self.down = set()
+        self.bug = set()
+        self._pool = concurrent.futures.ThreadPoolExecutor(4)
+        self.lock = threading.Lock()
+
+    def submit_call(self, call, *args):
+        return self._pool.submit(call, *args)
+
+    def is_down(self, server):
+        return bool(self.down)
+
+    def write(self, placement, lines, retry_for=None, fail_fast=True):
+        if placement.tenant_id in self.bug:
+            self.bug.discard(placement.tenant_id)
+            raise KeyError('a bug')
+        if placement.tenant_id in self.down:
+            time.sleep(0.005)
+            raise ServerDown('down')
+        with self.lock:
+            self.requests.append((placement.tenant_id, len(lines)))
+            self.written.extend((placement.tenant_id, line) for line in lines)
+
+
+def _buffers(writer, **kw):
+    args = dict(chunk_points=100, coalesce_points=5, max_delay=0.0,
+                buffered_max=1000, held_max=1000, hold_after=0.1)
+    args.update(kw)
+    return TenantBuffers(PlacementMap(), writer, Stats(interval=0), **args)
+
+
+def _wait(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
+
+
+def test_a_tenant_is_written_in_one_request_once_it_has_coalesce_points():
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=60.0)
+    for i in range(12):
+        buffers.add('busy', 'b%d' % i)
+    buffers.add('quiet', 'q0')
+    assert _wait(lambda: len(writer.written) == 10)
+    assert writer.requests == [('busy', 5), ('busy', 5)]
+    assert buffers.buffered() == 3  # 2 of busy, 1 of quiet, not due yet
+
+
+def test_a_quiet_tenant_is_written_after_max_delay_by_the_timer():
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=0.2, coalesce_points=1000)
+    buffers.add('quiet', 'q0')
+    buffers.flush(everything=False)  # starts the timer, writes nothing due
+    assert writer.written == []
+    start = time.monotonic()
+    assert _wait(lambda: writer.written == [('quiet', 'q0')], 5)
+    assert time.monotonic() - start >= 0.1
+
+
+def test_without_coalescing_a_flush_writes_and_waits_for_everything():
+    writer = Writer()
+    buffers = _buffers(writer, coalesce_points=1000)
+    tickets = [buffers.add('t%d' % (i % 3), 'l%d' % i) for i in range(9)]
+    buffers.flush(everything=True)
+    assert len(writer.written) == 9 and all(t.done for t in tickets)
+    assert buffers.buffered() == 0
+
+
+def test_the_watermark_never_passes_a_record_not_yet_written():
+    mark = Watermark()
+    a, b = Ticket(), Ticket()
+    mark.track(P0, 10, a)
+    mark.track(P0, 11, b)
+    mark.skip(P0, 12)          # refused: nothing to wait for
+    mark.track(P1, 5, b)
+    assert mark.offsets() == {P0: 10, P1: 5}
+    b.done = True              # later ticket first: still held by a
+    assert mark.offsets() == {P0: 10, P1: 6}
+    a.done = True
+    assert mark.offsets() == {P0: 13, P1: 6}
+    assert mark.owed()
+    mark.committed(mark.offsets())
+    assert not mark.owed() and mark.lag() == 0
+    mark.reset([P0])
+    assert mark.offsets() == {P1: 6}
+
+
+def test_a_down_server_holds_only_its_records_back_and_replays_in_order():
+    writer = Writer()
+    buffers = _buffers(writer, coalesce_points=1000)
+    mark = Watermark()
+    writer.down.add('b')
+    for offset, tenant in enumerate('abab'):
+        mark.track(P0 if tenant == 'a' else P1, offset,
+                   buffers.add(tenant, '%s%d' % (tenant, offset)))
+    buffers.flush(everything=True)
+    assert [t for t, _ in writer.written] == ['a', 'a']
+    assert buffers.holding() and buffers.held() == 2
+    # a's partition is committed past its records; b's waits at its first.
+    assert mark.offsets() == {P0: 3, P1: 1}
+    buffers.add('b', 'b9')     # more points of b join the held ones
+    writer.down.clear()
+    assert _wait(lambda: buffers.flush(everything=True) or
+                 not buffers.holding())
+    assert [line for t, line in writer.written if t == 'b'] == \
+        ['b1', 'b3', 'b9']
+    assert mark.offsets() == {P0: 3, P1: 4}
+    assert buffers.held() == 0
+
+
+def test_held_points_past_their_bound_fail_the_batch_after_the_timeout():
+    writer = Writer()
+    buffers = _buffers(writer, coalesce_points=1000, held_max=2)
+    writer.down.add('b')
+    for i in range(3):
+        buffers.add('b', 'b%d' % i)
+    with pytest.raises(WriteFailed, match='held_points_max 2'):
+        buffers.flush(everything=True)
+
+
+def test_too_many_buffered_points_make_the_host_wait_then_fail():
+    writer = Writer()
+    writer.down.add('a')
+    buffers = _buffers(writer, coalesce_points=1000, buffered_max=4,
+                       held_max=1000)
+    for i in range(4):
+        buffers.add('a', 'a%d' % i)
+    buffers.flush(everything=True)  # a is held now
+    with pytest.raises(WriteFailed, match='buffered_points_max 4'):
+        buffers.add('a', 'a4')
+
+
+def test_without_held_points_a_failed_write_fails_the_flush():
+    writer = Writer()
+    writer.down.add('a')
+    buffers = _buffers(writer, coalesce_points=1000, hold_after=None)
+    buffers.add('a', 'a0')
+    with pytest.raises(WriteFailed):
+        buffers.flush(everything=True)
+
+
+def test_an_unexpected_error_keeps_the_points_for_the_next_try(caplog):
+    writer = Writer()
+    writer.bug.add('a')
+    buffers = _buffers(writer, coalesce_points=1000)
+    ticket = buffers.add('a', 'a0')
+    with caplog.at_level(logging.ERROR):
+        buffers.flush(everything=True)
+    assert not ticket.done and 'a bug' in caplog.text
+    assert _wait(lambda: buffers.flush(everything=True) or ticket.done)
+    assert writer.written == [('a', 'a0')]
+
+
+def test_the_driver_tracks_each_accepted_record_and_skips_refused_ones(conf):
+    conf.set_override('max_delay', 60.0, 'dbpt')
+    repo = MetricsRepository(conf)
+    writer = Writer()
+    repo.buffers._writer = writer
+    batch = repo.data_points_class()
+    payloads = [records.encode(records.metric('t', timestamp=1 + i))
+                for i in range(3)]
+    payloads.insert(1, hostile.METRICS[0][0])
+    for offset, payload in enumerate(payloads):
+        line, tenant = repo.process_message(records.Message(payload, offset))
+        batch.append(tenant, line)
+    assert batch.get_count() == 3
+    # Nothing written yet: the commit stays before the first record.
+    assert repo.watermark.offsets() == {P0: 0}
+    repo.write_batch(batch)
+    assert writer.written == []
+    repo.buffers.flush(everything=True)
+    assert repo.watermark.offsets() == {P0: 4}
+    assert len(writer.written) == 3
+
+
+def test_write_batch_accepts_the_hosts_dict_container(conf):
+    from monasca_persister.repositories.data_points import DataPointsAsDict
+    repo = MetricsRepository(conf)
+    writer = Writer()
+    repo.buffers._writer = writer
+    points = DataPointsAsDict()
+    points.append('t1', 'm v=1 1')
+    points.append('t2', 'm v=1 2')
+    repo.write_batch(points)
+    assert sorted(t for t, _ in writer.written) == ['t1', 't2']
+
+
+def test_an_empty_batch_asks_for_a_flush_while_a_commit_is_owed(conf):
+    from monasca_persister_dbpt.commits import guard
+    repo = MetricsRepository(conf)
+    batch = TenantBatch(repo.buffers, repo.watermark, [None, None])
+    guard.use(repo.watermark)
+    assert not batch
+    repo.watermark.skip(P0, 7)
+    assert batch
+    repo.watermark.committed(repo.watermark.offsets())
+    assert not batch
