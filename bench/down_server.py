@@ -38,13 +38,13 @@ def rss_mib() -> float:
     return 0.0
 
 
-def held_bytes(backlog) -> float:
+def held_bytes(buffers) -> float:
     """Bytes of the held lines and the lists holding them, per point."""
     total = points = 0
-    for queue in list(backlog._queues.values()):
-        for _, lines in list(queue):
-            total += sys.getsizeof(lines) + sum(map(sys.getsizeof, lines))
-            points += len(lines)
+    for tenant in list(buffers._held_tenants):
+        lines = buffers._buffers[tenant].lines
+        total += sys.getsizeof(lines) + sum(map(sys.getsizeof, lines))
+        points += len(lines)
     return total / max(points, 1)
 
 
@@ -82,14 +82,14 @@ def main() -> None:
         second.stop()
         took_warm = host_loop(repo, warm, args.batch)
         gc.collect()
-        rss0, held0 = rss_mib(), repo.backlog.held()
+        rss0, held0 = rss_mib(), repo.buffers.held()
         took_down = host_loop(repo, down, args.batch)
         gc.collect()
-        rss1, held1 = rss_mib(), repo.backlog.held()
-        sizes = held_bytes(repo.backlog)
+        rss1, held1 = rss_mib(), repo.buffers.held()
+        sizes = held_bytes(repo.buffers)
         second.start()
         t0 = time.perf_counter()
-        while repo.backlog.holding():
+        while repo.buffers.holding():
             time.sleep(0.05)
         took_replay = time.perf_counter() - t0
 

@@ -42,7 +42,8 @@ def configure(influx, write_concurrency, pipeline_points):
     cfg.CONF.set_override('db_per_tenant', True, 'influxdb')
     cfg.CONF.set_override('stats_interval', 0, 'dbpt')
     cfg.CONF.set_override('write_concurrency', write_concurrency, 'dbpt')
-    cfg.CONF.set_override('pipeline_points', pipeline_points, 'dbpt')
+    cfg.CONF.set_override('coalesce_points', pipeline_points, 'dbpt')
+    cfg.CONF.set_override('max_delay', 0, 'dbpt')  # the host loop's own flushes
 
 
 def ours():

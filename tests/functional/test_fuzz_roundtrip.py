@@ -115,4 +115,5 @@ def influx_fuzz(influx_server):
     conf.set_override('port', influx_server.port, 'influxdb')
     conf.set_override('db_per_tenant', True, 'influxdb')
     conf.set_override('stats_interval', 0, 'dbpt')
+    conf.set_override('max_delay', 0, 'dbpt')  # each example written at once
     return influx_server, MetricsRepository(conf)

@@ -1,0 +1,198 @@
+"""The real persister end to end: coalescing vs not vs upstream, by tenants.
+
+For each tenant count, three runs on the same records, alternating, each
+on a fresh influxd and a fresh topic: monasca-persister 9.0.0 with our
+drivers and coalescing (the default), with ``[dbpt] max_delay = 0`` (no
+coalescing), and with upstream's own driver. Every run first writes one
+point per tenant and waits for it (so the tenant databases exist: database
+creation is measured by bench/write_path.py), then times the records from
+the persister's start to the last point written. Host defaults: batch
+20,000, one worker.
+
+Prints records/s, points per write request, worker RSS, and the ceiling: the
+same points POSTed straight to /write at the same points per request over
+two connections.
+
+    .venv/bin/python bench/persister_e2e.py
+    .venv/bin/python bench/persister_e2e.py --tenants 10,1000 --records 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from bench.soak import children, rss_kib, written  # noqa: E402
+from tests import records  # noqa: E402
+from tests import servers  # noqa: E402
+
+VARIANTS = ('coalescing', 'no coalescing', 'upstream')
+
+
+def produce(broker, topic, payloads):
+    producer = broker.producer()
+    for payload in payloads:
+        while True:
+            try:
+                producer.produce(topic, payload)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(120)
+
+
+def processed(log_path):
+    try:
+        with open(log_path, errors='replace') as handle:
+            return sum(int(n) for n in re.findall(
+                r'Processed (\d+) messages', handle.read()))
+    except OSError:
+        return 0
+
+
+def run(variant, tenants, payloads, warm, work, batch):
+    influx = servers.InfluxServer(os.path.join(work, 'influxd-' +
+                                               uuid.uuid4().hex[:6])).start()
+    broker = servers.KafkaBroker(os.path.join(work, 'tansu-' +
+                                              uuid.uuid4().hex[:6])).start()
+    try:
+        broker.create_topic('metrics')
+        broker.create_topic('alarm-state-transitions')
+        produce(broker, 'metrics', warm)
+        settings = dict(batch_size=batch, max_wait=5, stats_interval=2,
+                        extra='')
+        if variant == 'upstream':
+            settings['metrics_driver'] = servers.UPSTREAM_METRICS
+        elif variant == 'no coalescing':
+            settings['extra'] = 'max_delay = 0'
+        persister = servers.Persister(influx, broker, os.path.join(
+            work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
+        stats = os.path.join(persister.dir, 'stats.json.*')
+
+        def done(n):
+            if variant == 'upstream':
+                return processed(persister.log) >= n
+            return written(stats) >= n
+        deadline = time.monotonic() + 600
+        while not done(len(warm)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        produce(broker, 'metrics', payloads)
+        start = time.monotonic()
+        peak = 0
+        while not done(len(warm) + len(payloads)):
+            if time.monotonic() > deadline or not persister.alive():
+                raise RuntimeError('%s: not done: %s' % (
+                    variant, persister.logtext()[-1500:]))
+            peak = max(peak, sum(rss_kib(p) for p in
+                                 children(persister.proc.pid)))
+            time.sleep(0.1)
+        took = time.monotonic() - start
+        per_request = None
+        if variant != 'upstream':
+            time.sleep(2.5)  # one more stats report
+            totals = {}
+            for path in __import__('glob').glob(stats):
+                if not path.endswith('.tmp'):
+                    with open(path) as handle:
+                        for k, v in json.load(handle)['totals'].items():
+                            totals[k] = totals.get(k, 0) + v
+            if totals.get('write_requests'):
+                per_request = (totals['points_written'] - len(warm)) / max(
+                    totals['write_requests'] - len(tenants), 1)
+        else:
+            # One request per tenant per host flush.
+            per_request = min(batch, len(payloads)) / min(len(tenants), batch)
+        persister.stop()
+        ceiling = post_ceiling(influx, tenants, payloads_lines(payloads),
+                               max(1, int(round(per_request))))
+        return len(payloads) / took, per_request, peak / 1024, ceiling
+    finally:
+        broker.close()
+        influx.close()
+
+
+def payloads_lines(payloads):
+    """The line protocol our driver makes of the records (for the ceiling)."""
+    from oslo_config import cfg
+
+    from monasca_persister_dbpt import conf as dbpt_conf
+    from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+    conf = cfg.ConfigOpts()
+    dbpt_conf.register_opts(conf)
+    conf([], project='bench', default_config_files=[])
+    conf.set_override('db_per_tenant', True, 'influxdb')
+    conf.set_override('stats_interval', 0, 'dbpt')
+    repo = MetricsRepository(conf)
+    out = {}
+    for payload in payloads:
+        line, tenant = repo.process_message(records.Message(payload))
+        out.setdefault(tenant, []).append(line)
+    return out
+
+
+def post_ceiling(influx, tenants, lines, per_request):
+    """Points/s POSTing the same lines, *per_request* a request, 2 ways."""
+    session = [requests.Session(), requests.Session()]
+    bodies = [(t, '\n'.join(lines[t][i:i + per_request]).encode())
+              for t in lines for i in range(0, len(lines[t]), per_request)]
+    # Points again, one second later, so that nothing merges.
+    shifted = [(t, re.sub(rb' (\d+)$', lambda m: b' %d' % (
+        int(m.group(1)) + 1000), b, flags=re.M)) for t, b in bodies]
+
+    def post(item, k):
+        tenant, body = item
+        r = session[k].post(influx.url + '/write', params={
+            'db': 'mon_' + tenant, 'precision': 'ms'}, data=body,
+            timeout=60)
+        assert r.status_code == 204, r.text
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(post, shifted, [i % 2 for i in range(len(shifted))]))
+    return sum(len(v) for v in lines.values()) / (time.monotonic() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--tenants', default='10,100,1000,10000')
+    parser.add_argument('--records', type=int, default=200000)
+    parser.add_argument('--batch', type=int, default=20000)
+    parser.add_argument('--variants', default=','.join(VARIANTS))
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix='dbpt-e2e-')
+    start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
+    print('%8s  %-14s %10s %9s %9s %12s %8s' % (
+        'tenants', 'variant', 'records/s', 'vs upstr', 'pts/req',
+        'ceiling pt/s', 'RSS MiB'))
+    for count in [int(t) for t in args.tenants.split(',')]:
+        tenants = ['%032x' % (0xbe0000 + i) for i in range(count)]
+        warm = records.metric_stream(count, tenants, start_ms - 10 ** 6,
+                                     seed=1, hosts=1, names=1)
+        payloads = records.metric_stream(args.records, tenants, start_ms,
+                                         seed=2)
+        results = {}
+        for variant in args.variants.split(','):
+            results[variant] = run(variant, tenants, payloads, warm, work,
+                                   args.batch)
+        base = results.get('upstream', (None,))[0]
+        for variant, (rate, per_request, rss, ceiling) in results.items():
+            print('%8d  %-14s %10.0f %9s %9.1f %12.0f %8.1f' % (
+                count, variant, rate,
+                '%.2fx' % (rate / base) if base else '-', per_request or 0,
+                ceiling, rss))
+            sys.stdout.flush()
+
+
+if __name__ == '__main__':
+    main()
