@@ -111,10 +111,16 @@ class TenantBuffers:
         self._start_timer()
         self._raise_failure()
         self._ship_due(force=everything)
-        if everything:
+        while everything:
             # Each write is bounded by its own retries: no deadline here.
             self._wait(lambda: all(b.busy is False for b in
                                    self._buffers.values()), float('inf'))
+            if self._failed is not None or not any(
+                    b.lines and not b.held for b in
+                    list(self._buffers.values())):
+                break
+            # Points that came in while their tenant was being written.
+            self._ship_due(force=True)
         if self.held() > self._held_max:
             self._wait(lambda: self.held() <= self._held_max)
         self._raise_failure()
@@ -233,13 +239,19 @@ class TenantBuffers:
                 self._stats.add(tenant, 'points_replayed', len(lines))
                 LOG.info('%d held points of tenant %s written to %s',
                          len(lines), tenant, placement.server.url)
+            again = False
             if buf is not None:
                 buf.inflight = 0
                 buf.held = False
                 buf.delay = 0.0
                 if not buf.lines:
                     del self._buffers[tenant]
+                else:
+                    # Enough came in meanwhile for another request.
+                    again = len(buf.lines) >= self.coalesce_points
             self._lock.notify_all()
+        if again:
+            self._ship(tenant)
 
     def _keep(self, tenant, placement, lines, tickets, was_held, exc,
               written) -> None:

@@ -226,3 +226,22 @@ def test_an_empty_batch_asks_for_a_flush_while_a_commit_is_owed(conf):
     assert batch
     repo.watermark.committed(repo.watermark.offsets())
     assert not batch
+
+
+def test_points_added_while_their_tenant_is_written_are_written_too():
+    writer = Writer()
+    gate = threading.Event()
+    real = writer.write
+
+    def slow(placement, lines, **kw):
+        gate.wait(5)
+        real(placement, lines, **kw)
+    writer.write = slow
+    buffers = _buffers(writer, coalesce_points=2)
+    buffers.add('a', 'a0')
+    buffers.add('a', 'a1')          # ships; the write waits at the gate
+    buffers.add('a', 'a2')          # comes in meanwhile
+    threading.Timer(0.2, gate.set).start()
+    buffers.flush(everything=True)  # without coalescing: all of it
+    assert [line for _, line in writer.written] == ['a0', 'a1', 'a2']
+    assert buffers.buffered() == 0
