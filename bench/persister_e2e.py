@@ -71,7 +71,7 @@ def run(variant, tenants, payloads, warm, work, batch):
         broker.create_topic('metrics')
         broker.create_topic('alarm-state-transitions')
         produce(broker, 'metrics', warm)
-        settings = dict(batch_size=batch, max_wait=5, stats_interval=2,
+        settings = dict(batch_size=batch, max_wait=5, stats_interval=1,
                         extra='')
         if variant == 'upstream':
             settings['metrics_driver'] = servers.UPSTREAM_METRICS
@@ -101,7 +101,7 @@ def run(variant, tenants, payloads, warm, work, batch):
         took = time.monotonic() - start
         per_request = None
         if variant != 'upstream':
-            time.sleep(2.5)  # one more stats report
+            time.sleep(1.5)  # one more stats report
             totals = {}
             for path in __import__('glob').glob(stats):
                 if not path.endswith('.tmp'):

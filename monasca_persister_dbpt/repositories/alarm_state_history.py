@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.repositories.base import ExactJsonNeeded
 from monasca_persister_dbpt.repositories.base import RecordRejected
+from monasca_persister_dbpt.repositories.base import inexact
 from monasca_persister_dbpt.repositories.base import TenantRepository
 
 # Upstream renames these sub-alarm keys to snake case in the stored JSON.
@@ -34,8 +36,10 @@ class AlarmStateHistoryRepository(TenantRepository):
     def tenant_in(record):
         return record['alarm-transitioned']['tenantId']
 
-    def to_line(self, record: dict) -> tuple[str, str]:
+    def to_line(self, record: dict, exact: bool = False) -> tuple[str, str]:
         alarm = record['alarm-transitioned']
+        if not exact and inexact(alarm):
+            raise ExactJsonNeeded()
         tenant_id = alarm['tenantId']
         self.placements.place(tenant_id)
         sub_alarms = alarm['subAlarms']

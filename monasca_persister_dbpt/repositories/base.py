@@ -14,7 +14,6 @@ import abc
 import json
 import logging
 import os
-import re
 from typing import Any, Optional
 
 import orjson
@@ -32,13 +31,27 @@ from monasca_persister_dbpt.stats import Stats
 
 LOG = logging.getLogger(__name__)
 
-# orjson reads an integer beyond 64 bits as a float; the host's parser keeps
-# it exact (and writes it so into value_meta and dimensions).
-_BIG_INT = re.compile(rb'\d{19}')
-
 
 class RecordRejected(ValueError):
     """A Kafka record that cannot be stored; the message says why."""
+
+
+class ExactJsonNeeded(Exception):
+    """The record holds a number orjson could not read exactly."""
+
+
+def inexact(obj) -> bool:
+    """A float where orjson may have read an integer beyond 64 bits (it
+    reads those as floats; the host writes them as integers)."""
+    kind = type(obj)
+    if kind is float:
+        return abs(obj) >= 9.2e18
+    if kind is dict:
+        return any(inexact(v) for v in obj.values())
+    if kind is list or kind is tuple:
+        return any(inexact(v) for v in obj)
+    return False
+
 
 
 class Repository(abc.ABC):
@@ -160,10 +173,13 @@ class TenantRepository(Repository):
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
                 record = self._lenient_json(raw, exc)
-            else:
-                if type(raw) is bytes and _BIG_INT.search(raw):
-                    record = self._lenient_json(raw, None)
-            return self.to_line(record)
+            try:
+                return self.to_line(record)
+            except ExactJsonNeeded:
+                # orjson read an integer beyond 64 bits as a float; the
+                # host's parser keeps it exact, and so does the stdlib's.
+                record = self._lenient_json(raw, None)
+                return self.to_line(record, exact=True)
         except (RecordRejected, InvalidPoint, InvalidTenantId) as exc:
             reason = str(exc)
         except KeyError as exc:
@@ -211,7 +227,7 @@ class TenantRepository(Repository):
         self.stats.add(tenant, 'records_refused')
 
     @abc.abstractmethod
-    def to_line(self, record: dict) -> tuple[str, str]:
+    def to_line(self, record: dict, exact: bool = False) -> tuple[str, str]:
         """One decoded record -> ``(line, tenant_id)``, or raise with a reason."""
 
     def write_batch(self, data_points) -> None:

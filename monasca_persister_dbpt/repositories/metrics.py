@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.repositories.base import ExactJsonNeeded
+from monasca_persister_dbpt.repositories.base import inexact
 from monasca_persister_dbpt.repositories.base import RecordRejected
 from monasca_persister_dbpt.repositories.base import TenantRepository
 
@@ -31,7 +33,7 @@ class MetricsRepository(TenantRepository):
         super().__init__(*args, **kwargs)
         self._series: dict = {}
 
-    def to_line(self, record: dict) -> tuple[str, str]:
+    def to_line(self, record: dict, exact: bool = False) -> tuple[str, str]:
         metric = record['metric']
         meta = record['meta']
         tenant_id = meta['tenantId']
@@ -45,6 +47,8 @@ class MetricsRepository(TenantRepository):
         except (TypeError, AttributeError):  # unhashable or not an object
             cache_key = key = None
         if key is None:
+            if not exact and inexact((name, region, dimensions)):
+                raise ExactJsonNeeded()
             key = self._series_key(tenant_id, name, region, dimensions)
             if cache_key is not None:
                 if len(self._series) >= SERIES_CACHE_SIZE:
@@ -66,6 +70,8 @@ class MetricsRepository(TenantRepository):
         if not value_meta:
             return ('%s value=%s,value_meta="{}" %s'
                     % (key, value, timestamp), tenant_id)
+        if not exact and inexact(value_meta):
+            raise ExactJsonNeeded()
         return ('%s value=%s,value_meta=%s %s'
                 % (key, value, _value_meta(value_meta), timestamp), tenant_id)
 

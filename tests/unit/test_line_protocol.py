@@ -109,3 +109,15 @@ def test_alarm_lines_are_byte_identical_to_upstream(conf):
         message = records.Message(json.dumps(record).encode())
         assert ours.process_message(message) == \
             theirs.process_message(message)
+
+
+def test_integers_beyond_64_bits_are_written_exactly_as_upstream_writes_them(
+        conf):
+    from monasca_persister_dbpt.repositories.metrics import MetricsRepository
+    ours = MetricsRepository(conf)
+    record = records.metric('t', timestamp=1700000000000,
+                            dimensions={'big': 2 ** 70},
+                            value_meta={'n': -2 ** 64, 'list': [10 ** 30]})
+    line, _ = ours.process_message(records.Message(records.encode(record)))
+    assert line == _upstream_metric_line(record)[0]
+    assert str(2 ** 70) in line and str(10 ** 30) in line
