@@ -32,7 +32,7 @@ from typing import Optional
 
 from monasca_persister_dbpt.commits.watermark import Ticket
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
-from monasca_persister_dbpt.placement import InvalidTenantId, PlacementMap
+from monasca_persister_dbpt.placement import PlacementMap
 from monasca_persister_dbpt.stats import Stats
 
 LOG = logging.getLogger(__name__)
@@ -192,10 +192,8 @@ class TenantBuffers:
                 self._lock.wait(min(left, 0.5))
 
     def _placement(self, tenant: str):
-        try:
-            return self._placements.place(tenant)
-        except InvalidTenantId:  # pragma: no cover - valid when buffered
-            raise
+        # Placed again each time: the tenant servers file may have moved it.
+        return self._placements.place(tenant)
 
     def _ship(self, tenant: str) -> None:
         """Hand a tenant's buffer to the writer pool."""

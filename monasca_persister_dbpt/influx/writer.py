@@ -44,8 +44,6 @@ class ServerDown(WriteFailed):
     """A bounded write gave up on a server that is failing."""
 
 
-#: A chunk that could not be written: where, what, and why.
-Failure = tuple[Placement, Sequence[str], Exception]
 
 
 class InfluxWriter:
@@ -157,36 +155,6 @@ class InfluxWriter:
     def submit_call(self, call, *args) -> concurrent.futures.Future:
         """Run *call* on the writer pool (its connections, its bound)."""
         return self._pool.submit(call, *args)
-
-    def submit(self, placement: Placement, lines: Sequence[str],
-               retry_for: Optional[float] = None) -> concurrent.futures.Future:
-        return self._pool.submit(self.write, placement, lines,
-                                 retry_for=retry_for)
-
-    def write_all(self, chunks: Iterable[tuple[Placement, Sequence[str]]],
-                  pending: Sequence[tuple[Placement, Sequence[str],
-                                          concurrent.futures.Future]] = (),
-                  retry_for: Optional[float] = None) -> list[Failure]:
-        """Write every chunk in parallel; return the ones that failed."""
-        chunks = list(chunks)
-        failed = self.ensure_each([p for p, _ in chunks], retry_for)
-        writes = list(pending)
-        failures: list[Failure] = []
-        for placement, lines in chunks:
-            exc = failed.get(placement)
-            if isinstance(exc, DatabaseRefused):
-                self.refuse(placement, lines, exc)
-            elif exc is not None:
-                failures.append((placement, lines, exc))
-            else:
-                writes.append((placement, lines,
-                               self.submit(placement, lines, retry_for)))
-        for placement, lines, future in writes:
-            try:
-                future.result()
-            except Exception as exc:  # noqa: BLE001 - returned
-                failures.append((placement, lines, exc))
-        return failures
 
     def _ready(self, placement: Placement, retry_for: Optional[float],
                fail_fast: bool = True) -> Optional[DatabaseRefused]:

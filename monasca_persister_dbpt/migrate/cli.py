@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import time
 from typing import Optional
 
 from oslo_config import cfg
@@ -164,8 +165,7 @@ def _validate(c) -> list:
                          '--migrate-start-time-offset %d: the range is empty'
                          % (c.migrate_end_time_offset,
                             c.migrate_start_time_offset))
-    import time as _time
-    if _time.time_ns() - c.migrate_end_time_offset * \
+    if time.time_ns() - c.migrate_end_time_offset * \
             UNIT_NS[c.migrate_time_unit] < MIN_NS:
         raise UsageError('--migrate-end-time-offset %d%s reaches before 1677, '
                          'the earliest time InfluxDB stores'
