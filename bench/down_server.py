@@ -67,7 +67,7 @@ def main() -> None:
             handle.writelines('%s two\n' % t for t in names[::args.every])
         configure(first, 4, 5000)
         cfg.CONF.set_override('servers', {'two': second.url}, 'dbpt')
-        cfg.CONF.set_override('tenant_servers_file', mapping, 'dbpt')
+        cfg.CONF.set_override('tenant_overrides_file', mapping, 'dbpt')
         cfg.CONF.set_override('held_points_max', args.records * 2, 'dbpt')
         from monasca_persister_dbpt.repositories.metrics import \
             MetricsRepository

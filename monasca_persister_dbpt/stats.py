@@ -87,8 +87,16 @@ class Stats:
         with self._lock:
             return dict(self._counts.get(tenant, {}))
 
+    def per_tenant(self) -> dict:
+        """Every tracked tenant's counters (at most tenants_max)."""
+        with self._lock:
+            return {t: dict(c) for t, c in self._counts.items()}
+
+    def gauges(self) -> dict:
+        return {name: read() for name, read in self._gauges.items()}
+
     def snapshot(self, top: int = TOP) -> dict:
-        gauges = {name: read() for name, read in self._gauges.items()}
+        gauges = self.gauges()
         with self._lock:
             gauges['tenants_tracked'] = len(self._counts)
             busiest = sorted(self._counts.items(),

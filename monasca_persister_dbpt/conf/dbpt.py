@@ -1,4 +1,5 @@
-"""Options of the ``[dbpt]`` group: placement, writing and the commit guard.
+"""Options of the ``[dbpt]`` group: placement, writing, the commit guard
+and the per-tenant limits (whose defaults the overrides file overrides).
 
 Everything the host already has (``[influxdb]`` address, database name,
 ``db_per_tenant``, ``default_retention_hours``, ``batch_size``) is read from
@@ -53,15 +54,19 @@ placement_opts = [
                      '"influx2:http://10.0.0.2:8086,influx3:https://h3:8086". '
                      'They use [influxdb] user, password and verify_ssl. The '
                      'default server is [influxdb] ip_address/port.'),
-    cfg.StrOpt('tenant_servers_file',
-               help='File placing tenants on servers, one "tenant server" '
-                    'pair per line (# comments). Re-read when it changes, '
-                    'without a restart. A tenant moved to another server '
-                    'writes there from then on; its older data stays where '
-                    'it was.'),
+    cfg.StrOpt('tenant_overrides_file',
+               deprecated_name='tenant_servers_file',
+               help='File of per-tenant settings, one tenant per line: the '
+                    'tenant id, optionally its server (a name of [dbpt] '
+                    'servers), then key=value limits, e.g. "acme influx2 '
+                    'max_series=20000" (# comments; see the limits page of '
+                    'the docs for the keys). Re-read when it changes, '
+                    'without a restart; a bad edit keeps the last good file. '
+                    'A tenant moved to another server writes there from '
+                    'then on; its older data stays where it was.'),
     cfg.ListOpt('hash_servers', default=[],
                 help='Servers (names from [dbpt] servers, or "default") that '
-                     'tenants not in tenant_servers_file are spread over by '
+                     'tenants not in tenant_overrides_file are spread over by '
                      'rendezvous (highest random weight) hashing of their '
                      'id; "name:weight" gives a server that many times the '
                      'share ("default,influx2:2"). Adding a server moves '
@@ -149,7 +154,64 @@ guard_opts = [
                      'the worker dies. See the reliability page of the docs.'),
 ]
 
-dbpt_opts = placement_opts + writer_opts + guard_opts
+limit_opts = [
+    # The names are also the keys of the tenant overrides file.
+    cfg.FloatOpt('ingestion_rate', default=0.0, min=0.0,
+                 help='Points per second one tenant may send to this '
+                      'persister (all its worker processes together: each '
+                      'worker allows its share, the rate over [kafka_metrics] '
+                      'num_processors). Points beyond it and its burst are '
+                      'refused (refused_rate) and committed. 0: no limit.'),
+    cfg.IntOpt('ingestion_burst', default=0, min=0,
+               help='Points a tenant may send at once above its '
+                    'ingestion_rate (the token bucket size, also shared '
+                    'by the workers). 0: ten seconds of ingestion_rate.'),
+    cfg.IntOpt('max_series', default=0, min=0,
+               help='Series one tenant database may hold. A point of a new '
+                    'series beyond it is refused (refused_series); existing '
+                    'series keep being written. Counted from the database '
+                    'itself when a worker first sees the tenant, so a '
+                    'restart does not reset it. 0: no limit (InfluxDB\'s '
+                    'own max-series-per-database still applies, late).'),
+    cfg.IntOpt('max_dimensions', default=0, min=0,
+               help='Dimensions one metric may carry (refused_dimensions). '
+                    '0: no limit, as monasca-api.'),
+    cfg.IntOpt('max_name_length', default=255, min=0,
+               help='Characters of a metric name (refused_name_length); '
+                    '255 is monasca-api\'s own limit. 0: no limit.'),
+    cfg.IntOpt('max_dimension_length', default=255, min=0,
+               help='Characters of a dimension name or value '
+                    '(refused_dimension_length); 255 is monasca-api\'s own '
+                    'limit. 0: no limit.'),
+    cfg.IntOpt('max_value_meta_bytes', default=2048, min=0,
+               help='Bytes of a metric\'s value_meta as JSON '
+                    '(refused_value_meta_size); 2048 is monasca-api\'s own '
+                    'limit. 0: no limit.'),
+    cfg.IntOpt('max_future_seconds', default=0, min=0,
+               help='How far, in seconds, a timestamp may lie ahead of this '
+                    'host\'s clock (refused_future; Mimir uses 600). Points '
+                    'older than their tenant\'s retention policy are always '
+                    'refused (refused_too_old), since InfluxDB would drop '
+                    'them. 0: no limit on the future.'),
+    cfg.StrOpt('prometheus_textfile_dir',
+               help='Directory where each worker process writes its counters '
+                    '(per tenant and reason) in the Prometheus text format, '
+                    'as monasca_persister_dbpt_<pid>.prom, for '
+                    'node_exporter\'s textfile collector. Files of workers '
+                    'that ended are removed.'),
+    cfg.StrOpt('prometheus_address',
+               help='host:port of an HTTP endpoint serving the same '
+                    'counters, of every worker of this persister, at '
+                    '/metrics. One worker serves it (another takes over if '
+                    'it ends); the workers share their counters through '
+                    'prometheus_textfile_dir (a directory under the system '
+                    'temp dir when unset).'),
+    cfg.FloatOpt('prometheus_interval', default=15.0, min=1.0,
+                 help='Seconds between two updates of the Prometheus '
+                      'counters.'),
+]
+
+dbpt_opts = placement_opts + writer_opts + guard_opts + limit_opts
 
 
 def check(conf: cfg.ConfigOpts) -> None:

@@ -16,7 +16,7 @@ __all__ = ['quote_ident', 'quote_literal', 'create_database',
            'alter_default_policy', 'create_default_policy', 'create_policy',
            'alter_policy', 'downsample', 'create_continuous_query',
            'drop_continuous_query',
-           'show_policies']
+           'show_policies', 'show_series']
 
 
 def _durations(rp: RetentionPolicy) -> str:
@@ -94,3 +94,7 @@ def drop_continuous_query(database: str, name: str) -> str:
 
 def show_policies(database: str) -> str:
     return 'SHOW RETENTION POLICIES ON %s' % quote_ident(database)
+
+
+def show_series(database: str, limit: int) -> str:
+    return 'SHOW SERIES ON %s LIMIT %d' % (quote_ident(database), limit)

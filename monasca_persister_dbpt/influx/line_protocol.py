@@ -169,3 +169,35 @@ def series_key(measurement: str, tags: dict) -> str:
         raise InvalidPoint('series key of %r is longer than %d bytes'
                            % (measurement[:80], MAX_KEY_BYTES))
     return key
+
+
+def parse_series_key(key: str) -> tuple[str, dict]:
+    """InfluxDB's ``SHOW SERIES`` key -> (measurement, tags), unescaped, so
+    that :func:`series_key` of the result is what we would have sent."""
+    parts: list[list[str]] = [[]]
+    current: list[str] = []
+    i, n = 0, len(key)
+    while i < n:
+        char = key[i]
+        if char == '\\' and i + 1 < n and key[i + 1] in ' ,=':
+            current.append(key[i + 1])
+            i += 2
+            continue
+        if char == ',':
+            parts[-1].append(''.join(current))
+            parts.append([])
+            current = []
+        elif char == '=' and len(parts) > 1 and len(parts[-1]) == 0:
+            parts[-1].append(''.join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts[-1].append(''.join(current))
+    measurement = parts[0][0]
+    tags = {}
+    for pair in parts[1:]:
+        if len(pair) != 2:
+            raise ValueError('not a series key: %r' % key[:200])
+        tags[pair[0]] = pair[1]
+    return measurement, tags

@@ -25,6 +25,8 @@ from typing import Iterable, Optional, Sequence
 import requests
 
 from monasca_persister_dbpt.influx import errors
+from monasca_persister_dbpt.influx import influxql
+from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.influx.schema import DatabaseRefused
 from monasca_persister_dbpt.influx.schema import Schema, SchemaError
 from monasca_persister_dbpt.placement import Placement, Server
@@ -97,6 +99,25 @@ class InfluxWriter:
         if 'error' in body:  # the request as a whole was refused
             raise SchemaError('%s: %s' % (statements[:200], body['error']))
         return body.get('results', [])
+
+    def series_keys(self, placement: Placement, limit: int) -> list[str]:
+        """Up to *limit* series the tenant database holds, as the keys we
+        write (none if it does not exist yet); raises when unreachable."""
+        results = self.query(placement.server,
+                             influxql.show_series(placement.database, limit))
+        result = results[0] if results else {}
+        if 'error' in result:
+            if 'database not found' in result['error']:
+                return []
+            raise SchemaError(result['error'])
+        keys = []
+        for series in result.get('series', ()):
+            for (key,) in series.get('values', ()):
+                try:
+                    keys.append(lp.series_key(*lp.parse_series_key(key)))
+                except ValueError:  # not a key we could have written
+                    continue
+        return keys
 
     def is_down(self, server: Server) -> bool:
         """True from a bounded write's give-up until the server answers."""

@@ -7,7 +7,9 @@ tool and the monasca-api read driver alike; nothing else decides. Its parts:
 - :mod:`.tenants`: tenant ids (validated, never rewritten) and the database
   template, proven one-to-one;
 - :mod:`.retention`: default policies, overrides, tiers, shard durations;
-- :mod:`.servers`: servers, the map file and its reload, rendezvous hashing;
+- :mod:`.servers`: servers and rendezvous hashing;
+- :mod:`.overrides`: the tenant overrides file (servers and per-tenant
+  settings such as limits) and its reload;
 - :mod:`.errors`: what each of them refuses.
 """
 
@@ -24,7 +26,8 @@ from monasca_persister_dbpt.placement.retention import parse_duration
 from monasca_persister_dbpt.placement.retention import parse_overrides
 from monasca_persister_dbpt.placement.retention import parse_tenant_tiers
 from monasca_persister_dbpt.placement.retention import parse_tiers
-from monasca_persister_dbpt.placement.servers import SERVERS_FILE_CHECK
+from monasca_persister_dbpt.placement.overrides import SETTINGS
+from monasca_persister_dbpt.placement.overrides import TenantOverrides
 from monasca_persister_dbpt.placement.servers import Server
 from monasca_persister_dbpt.placement.servers import parse_server
 from monasca_persister_dbpt.placement.servers import rendezvous
@@ -37,7 +40,7 @@ __all__ = [
     'InvalidDuration', 'InvalidOption', 'InvalidTenantId',
     'PLACEMENT_CACHE_MAX', 'Placement', 'PlacementMap', 'RetentionPolicy',
     'Tier', 'default_shard_hours', 'parse_duration', 'parse_overrides',
-    'parse_tenant_tiers', 'parse_tiers', 'SERVERS_FILE_CHECK', 'Server',
+    'parse_tenant_tiers', 'parse_tiers', 'SETTINGS', 'Server', 'TenantOverrides',
     'parse_server', 'rendezvous', 'RESERVED_DATABASES',
     'TEMPLATE_PLACEHOLDERS', 'check_database_name', 'parse_template',
 ]

@@ -54,7 +54,7 @@ class PlacementMap:
                  tiers: tuple = (),
                  tenant_tiers: Optional[Mapping[str, tuple]] = None,
                  servers: Optional[Mapping[str, Server]] = None,
-                 tenant_servers_file: Optional[str] = None,
+                 overrides_file: Optional[str] = None,
                  hash_servers: Sequence[str] = ()) -> None:
         self.database_name = database_name
         self.db_per_tenant = db_per_tenant
@@ -68,9 +68,11 @@ class PlacementMap:
             overrides=retention_overrides, shard_duration=shard_duration,
             tiers=tiers, tenant_tiers=tenant_tiers)
         self._cache: dict[str, Placement] = {}
-        self.server_map = ServerMap(server, servers, tenant_servers_file,
+        self.server_map = ServerMap(server, servers, overrides_file,
                                     hash_servers)
-        self.server_map.on_change = self._cache.clear
+        #: Per-tenant settings and servers, re-read at run time.
+        self.tenant_overrides = self.server_map.overrides
+        self.tenant_overrides.listeners.append(self._cache.clear)
 
     # What callers read; each part answers for itself.
     @property
@@ -140,7 +142,7 @@ class PlacementMap:
             tenant_tiers=option('tenant_tiers', parse_tenant_tiers,
                                 dbpt.tenant_tiers),
             servers=servers,
-            tenant_servers_file=dbpt.tenant_servers_file,
+            overrides_file=dbpt.tenant_overrides_file,
             hash_servers=dbpt.hash_servers,
             server=default)
 
@@ -186,8 +188,8 @@ class PlacementMap:
 
     def place(self, tenant_id: str) -> Placement:
         """Where *tenant_id*'s data lives; raises InvalidTenantId."""
-        if self.server_map.tenant_servers_file:
-            self.server_map.check_file()
+        if self.tenant_overrides.path:
+            self.tenant_overrides.check()
         placement = (self._cache.get(tenant_id) if type(tenant_id) is str
                      else None)
         if placement is None:

@@ -1,7 +1,7 @@
 """Servers: which InfluxDB holds a tenant.
 
-In order: the tenant servers file (re-read when it changes, without a
-restart), then rendezvous (highest random weight) hashing over
+In order: the tenant overrides file (:mod:`.overrides`, re-read when it
+changes, without a restart), then rendezvous (highest random weight) hashing over
 ``[dbpt] hash_servers``, then the default server. Rendezvous hashing moves
 little when a server is added: about 1/(n+1) of the hashed tenants, all of
 them to the new server (``sha1 % n`` moved two thirds of them going from 2
@@ -13,19 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 import math
-import os
-import time
 import urllib.parse
 from typing import Mapping, Optional, Sequence
 
 from monasca_persister_dbpt.placement.errors import InvalidOption
-
-LOG = logging.getLogger(__name__)
-
-#: Seconds between two looks at the tenant servers file.
-SERVERS_FILE_CHECK = 10.0
+from monasca_persister_dbpt.placement.overrides import TenantOverrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +88,12 @@ def parse_hash_servers(items: Sequence[str]) -> dict[str, float]:
 
 
 class ServerMap:
-    """Tenant id -> Server; the map file is re-read when it changes."""
+    """Tenant id -> Server: the overrides file, else the hash, else the
+    default server."""
 
     def __init__(self, default: Server,
                  servers: Optional[Mapping[str, Server]] = None,
-                 tenant_servers_file: Optional[str] = None,
+                 overrides_file: Optional[str] = None,
                  hash_servers: Sequence[str] = ()) -> None:
         self.default = default
         self.servers = dict(servers or {})
@@ -109,14 +103,12 @@ class ServerMap:
             if name not in self.servers:
                 raise InvalidOption('[dbpt] hash_servers names %r, which is '
                                     'not in [dbpt] servers' % name)
-        self.tenant_servers_file = tenant_servers_file
-        self._mapped: dict[str, Server] = {}
-        self._seen = None
-        self._next = 0.0
-        #: Called with no argument after the map changed.
-        self.on_change = None
-        if tenant_servers_file:
-            self.check_file()  # a bad file fails at start-up
+        # A bad file fails here, at start-up.
+        self.overrides = TenantOverrides(overrides_file, self.servers)
+
+    @property
+    def overrides_file(self) -> Optional[str]:
+        return self.overrides.path
 
     def name_of(self, server: Server) -> str:
         return next((n for n, s in self.servers.items() if s == server),
@@ -124,60 +116,20 @@ class ServerMap:
 
     def hashed(self, tenant_id: str, weights: Optional[Mapping[str, float]]
                = None) -> Server:
-        """Where the hash alone puts *tenant_id* (ignoring the map file)."""
+        """Where the hash alone puts *tenant_id* (ignoring the file)."""
         weights = self.weights if weights is None else weights
         if not weights:
             return self.default
         return self.servers[rendezvous(tenant_id, weights)]
 
     def server_for(self, tenant_id: str) -> Server:
-        """The servers file, else the hash, else the default."""
-        server = self._mapped.get(tenant_id)
-        if server is not None:
-            return server
+        """The overrides file, else the hash, else the default."""
+        name = self.overrides.server_of(tenant_id)
+        if name is not None:
+            return self.servers[name]
         return self.hashed(tenant_id)
 
     def check_file(self) -> None:
-        """Re-read the tenant servers file when it changed (at most every
-        SERVERS_FILE_CHECK seconds); a bad file keeps the last good map."""
-        now = time.monotonic()
-        if not self.tenant_servers_file or now < self._next:
-            return
-        self._next = now + SERVERS_FILE_CHECK
-        try:
-            stat = os.stat(self.tenant_servers_file)
-        except OSError as exc:
-            if self._seen is not None:
-                LOG.error('tenant servers file: %s; keeping the last map',
-                          exc)
-                return
-            raise InvalidOption('[dbpt] tenant_servers_file: %s' % exc) \
-                from None
-        seen = (stat.st_mtime_ns, stat.st_size)
-        if seen == self._seen:
-            return
-        mapping = {}
-        with open(self.tenant_servers_file, encoding='utf-8') as handle:
-            for number, line in enumerate(handle, 1):
-                words = line.split('#', 1)[0].split()
-                if not words:
-                    continue
-                if len(words) != 2 or words[1] not in self.servers:
-                    message = ('%s line %d: %r is not "tenant server" with a '
-                               'server of [dbpt] servers (%s)' % (
-                                   self.tenant_servers_file, number,
-                                   line.strip(),
-                                   ', '.join(sorted(self.servers))))
-                    if self._seen is None:
-                        raise InvalidOption('[dbpt] tenant_servers_file: '
-                                            + message)
-                    LOG.error('%s; keeping the last map', message)
-                    return
-                mapping[words[0]] = self.servers[words[1]]
-        if self._seen is not None:
-            LOG.info('tenant servers file %s changed: %d tenant(s) placed',
-                     self.tenant_servers_file, len(mapping))
-        self._seen = seen
-        self._mapped = mapping
-        if self.on_change is not None:
-            self.on_change()
+        """Re-read the overrides file if it changed; a bad edit keeps the
+        last good one."""
+        self.overrides.check()

@@ -25,9 +25,11 @@ from monasca_persister_dbpt.commits.buffers import TenantBuffers
 from monasca_persister_dbpt.commits.watermark import Watermark
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
 from monasca_persister_dbpt.influx.writer import InfluxWriter
+from monasca_persister_dbpt.limits import LimitExceeded, TenantLimits
+from monasca_persister_dbpt.limits.exposition import PrometheusExporter
 from monasca_persister_dbpt.placement import InvalidTenantId, PlacementMap
 from monasca_persister_dbpt.repositories.batch import TenantBatch
-from monasca_persister_dbpt.stats import Stats
+from monasca_persister_dbpt.stats import LogThrottle, Stats
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +54,14 @@ def inexact(obj) -> bool:
         return any(inexact(v) for v in obj)
     return False
 
+
+
+def _where(message) -> str:
+    topic = getattr(message, 'topic', None)
+    if callable(topic):
+        return ' at %s[%s]@%s' % (topic(), message.partition(),
+                                  message.offset())
+    return ''
 
 
 class Repository(abc.ABC):
@@ -84,6 +94,11 @@ class TenantRepository(Repository):
         try:
             conf.check(conf_obj)
             self.placements = PlacementMap.from_conf(conf_obj)
+            self.stats = Stats(interval=dbpt.stats_interval,
+                               path=dbpt.stats_file)
+            self.exporter = PrometheusExporter(
+                self.stats, dbpt.prometheus_textfile_dir,
+                dbpt.prometheus_address, dbpt.prometheus_interval)
         except ValueError as exc:
             # The host ends every worker when one exits, before any record
             # is consumed: a bad config stops start-up instead of dropping
@@ -94,7 +109,9 @@ class TenantRepository(Repository):
         legacy = bool(getattr(kafka, 'legacy_kafka_client_enabled', False)) \
             if kafka is not None else False
         guarded = commit_guard.install(dbpt.commit_guard, legacy)
-        self.stats = Stats(interval=dbpt.stats_interval, path=dbpt.stats_file)
+        #: Per-tenant limits, where the driver applies them.
+        self.limits: Optional[TenantLimits] = None
+        self._limit_log = LogThrottle(logger=LOG)
         self.writer = InfluxWriter(
             concurrency=dbpt.write_concurrency,
             request_timeout=dbpt.request_timeout,
@@ -105,6 +122,7 @@ class TenantRepository(Repository):
         #: ((topic, partition), offset) of the record being processed.
         self._position: list = [None, None]
         self.data_points_class = self._new_batch
+        self.exporter.start()
         LOG.info('monasca-persister-dbpt %s driver in pid %d: %s; %s; '
                  'databases %s', self.kind, os.getpid(),
                  'Kafka commits: synchronous, at the low watermark of '
@@ -180,6 +198,9 @@ class TenantRepository(Repository):
                 # host's parser keeps it exact, and so does the stdlib's.
                 record = self._lenient_json(raw, None)
                 return self.to_line(record, exact=True)
+        except LimitExceeded as exc:
+            self.limited(message, record, exc)
+            return None, None
         except (RecordRejected, InvalidPoint, InvalidTenantId) as exc:
             reason = str(exc)
         except KeyError as exc:
@@ -215,15 +236,24 @@ class TenantRepository(Repository):
         except (ValueError, TypeError):
             raise RecordRejected('malformed JSON: %s' % exc) from None
 
+    def limited(self, message, record, exc: LimitExceeded) -> None:
+        """A point over its tenant's limit: counted, logged once a minute
+        per tenant and reason, committed."""
+        tenant = self._tenant_of(record)
+        self.stats.add(tenant, 'refused_' + exc.reason)
+        self._limit_log.log(
+            (tenant, exc.reason), logging.WARNING,
+            'refused %s(s) of tenant %s over its limit (refused_%s, '
+            'committed), e.g.%s: %s', self.kind, tenant, exc.reason,
+            _where(message), exc.detail)
+        if self.watermark is not None:
+            self.watermark.skip(*self._position)
+
     def reject(self, message, reason: str,
                tenant: Optional[str] = None) -> None:
-        where = ''
-        topic = getattr(message, 'topic', None)
-        if callable(topic):
-            where = ' at %s[%s]@%s' % (topic(), message.partition(),
-                                       message.offset())
         LOG.warning('refused %s%s%s: %s', self.kind,
-                    ' of tenant %s' % tenant if tenant else '', where, reason)
+                    ' of tenant %s' % tenant if tenant else '',
+                    _where(message), reason)
         self.stats.add(tenant, 'records_refused')
 
     @abc.abstractmethod
@@ -243,3 +273,4 @@ class TenantRepository(Repository):
                     batch.append(tenant, line)
             batch.flush()
         self.stats.maybe_report()
+        self.exporter.start()

@@ -6,15 +6,20 @@ fields ``value`` and ``value_meta``; ms precision), into the tenant's own
 database, so monasca-api with ``db_per_tenant = True`` reads it unchanged.
 
 Per record, the work that repeats (validating the tenant, escaping and
-sorting the tags) is done once per series and cached: a Monasca deployment
-sends the same series over and over with new values and timestamps.
+sorting the tags, the limits on a series' shape and count) is done once per
+series and cached: a Monasca deployment sends the same series over and over
+with new values and timestamps. Time, value_meta and rate limits are
+checked per point (:mod:`monasca_persister_dbpt.limits`).
 """
 
 from __future__ import annotations
 
 import json
 
+from oslo_config import cfg
+
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.limits import TenantLimits
 from monasca_persister_dbpt.repositories.base import ExactJsonNeeded
 from monasca_persister_dbpt.repositories.base import inexact
 from monasca_persister_dbpt.repositories.base import RecordRejected
@@ -31,7 +36,17 @@ class MetricsRepository(TenantRepository):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        #: (name, tenant, region, dimensions) -> (key, placement) of each
+        #: series that passed its tenant's limits.
         self._series: dict = {}
+        conf_obj = args[0] if args else kwargs.get('conf_obj', cfg.CONF)
+        self.limits = TenantLimits.from_conf(
+            conf_obj.dbpt, self.placements, self.writer,
+            workers=_workers(conf_obj))
+        # A changed limit applies to series already admitted, too.
+        self.placements.tenant_overrides.listeners.append(self._series.clear)
+        self.stats.gauge('series_limit_bytes',
+                         lambda: self.limits.series.nbytes)
 
     def to_line(self, record: dict, exact: bool = False) -> tuple[str, str]:
         metric = record['metric']
@@ -43,17 +58,18 @@ class MetricsRepository(TenantRepository):
         try:
             cache_key = (name, tenant_id, region,
                          tuple(dimensions.items()) if dimensions else ())
-            key = self._series.get(cache_key)
+            known = self._series.get(cache_key)
         except (TypeError, AttributeError):  # unhashable or not an object
-            cache_key = key = None
-        if key is None:
+            cache_key = known = None
+        limits = self.limits(tenant_id) if type(tenant_id) is str else None
+        if known is None:
             if not exact and inexact((name, region, dimensions)):
                 raise ExactJsonNeeded()
-            key = self._series_key(tenant_id, name, region, dimensions)
-            if cache_key is not None:
-                if len(self._series) >= SERIES_CACHE_SIZE:
-                    self._series.clear()
-                self._series[cache_key] = key
+            key, placement = self._series_key(tenant_id, name, region,
+                                              dimensions, limits)
+            limits = self.limits(tenant_id)
+        else:
+            key, placement = known
 
         value = metric['value']
         # repr(float) is the host's str(float(v)); v - v is 0 only if finite.
@@ -63,20 +79,38 @@ class MetricsRepository(TenantRepository):
             value = lp.format_value(value)
         timestamp = metric['timestamp']
         if type(timestamp) is int and _MIN_MS < timestamp < _MAX_MS:
+            ms = timestamp
             timestamp = str(timestamp)
         else:
             timestamp = lp.format_time_ms(timestamp)
+            ms = int(timestamp)
+        self.limits.check_time(limits, placement, ms)
         value_meta = metric.get('value_meta')
-        if not value_meta:
-            return ('%s value=%s,value_meta="{}" %s'
-                    % (key, value, timestamp), tenant_id)
-        if not exact and inexact(value_meta):
-            raise ExactJsonNeeded()
-        return ('%s value=%s,value_meta=%s %s'
-                % (key, value, _value_meta(value_meta), timestamp), tenant_id)
+        if value_meta:
+            if not exact and inexact(value_meta):
+                raise ExactJsonNeeded()
+            dumped = json.dumps(value_meta, ensure_ascii=False)
+            # Any JSON the host would store (an object, but also a list,
+            # a number or a string), as the host dumps it.
+            self.limits.check_value_meta(limits, dumped)
+            line = '%s value=%s,value_meta=%s %s' % (
+                key, value, lp.escape_string_field(dumped), timestamp)
+        else:
+            line = '%s value=%s,value_meta="{}" %s' % (key, value, timestamp)
+        # What spends the tenant's allowance comes last.
+        self.limits.take(tenant_id, limits)
+        if known is None:
+            self.limits.admit_series(tenant_id, key, limits)
+            if cache_key is not None:
+                if len(self._series) >= SERIES_CACHE_SIZE:
+                    self._series.clear()
+                self._series[cache_key] = (key, placement)
+        return line, tenant_id
 
-    def _series_key(self, tenant_id, name, region, dimensions) -> str:
-        self.placements.place(tenant_id)
+    def _series_key(self, tenant_id, name, region, dimensions, limits):
+        placement = self.placements.place(tenant_id)
+        if limits is None:
+            limits = self.limits(tenant_id)
         if dimensions is None:
             tags = {}
         elif type(dimensions) is dict:
@@ -86,13 +120,18 @@ class MetricsRepository(TenantRepository):
         else:
             raise RecordRejected('dimensions %r is not an object'
                                  % (dimensions,))
+        name = name if type(name) is str else str(name)
+        if limits.shape_limited:
+            self.limits.check_shape(limits, name, tags)
         # Set last, as upstream does: a dimension cannot forge the tenant.
         tags['_tenant_id'] = tenant_id
         tags['_region'] = region if type(region) is str else str(region)
-        return lp.series_key(name if type(name) is str else str(name), tags)
+        return lp.series_key(name, tags), placement
 
 
-def _value_meta(value_meta) -> str:
-    # Any JSON the host would store (an object, but also a list, a number
-    # or a string), as the host dumps it.
-    return lp.escape_string_field(json.dumps(value_meta, ensure_ascii=False))
+def _workers(conf_obj) -> int:
+    """Worker processes sharing the metrics topic (and so each limit)."""
+    try:
+        return max(1, int(conf_obj.kafka_metrics.num_processors))
+    except (cfg.NoSuchOptError, AttributeError, TypeError, ValueError):
+        return 1

@@ -258,7 +258,7 @@ def test_a_down_server_delays_only_its_tenants_even_across_a_kill(
     second.stop()
     mapping = tmp_path / 'tenant-servers'
     mapping.write_text('tenant-two two\n')
-    extra = ('servers = two:%s\ntenant_servers_file = %s\nhold_after = 1\n'
+    extra = ('servers = two:%s\ntenant_overrides_file = %s\nhold_after = 1\n'
              'retry_timeout = 5' % (second.url, mapping))
     others = ['mon_' + t for t in TENANTS if t != 'tenant-two']
 

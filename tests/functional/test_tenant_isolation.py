@@ -114,7 +114,7 @@ def test_held_points_follow_their_tenant_to_its_new_server(
         mapping = tmp_path / 'tenant-servers'
         mapping.write_text('b two\n')
         influx_conf.set_override('servers', {'two': second.url}, 'dbpt')
-        influx_conf.set_override('tenant_servers_file', str(mapping), 'dbpt')
+        influx_conf.set_override('tenant_overrides_file', str(mapping), 'dbpt')
         influx_conf.set_override('hold_after', 0.5, 'dbpt')
         influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
         repo = MetricsRepository(influx_conf)

@@ -137,6 +137,16 @@ def test_points_beyond_retention_are_counted_and_the_rest_written(
                  records.metric('t', timestamp=NOW),
                  records.metric('u', timestamp=NOW)])
     assert _count(influx, 'mon_t') == 1 and _count(influx, 'mon_u') == 1
+    # Refused before InfluxDB, with its reason...
+    assert repo.stats.tenant('t') == {'refused_too_old': 1,
+                                      'points_written': 1,
+                                      'databases_created': 1,
+                                      'write_requests': 1}
+    # ...and one that aged while buffered is InfluxDB's partial write.
+    placement = repo.placements.place('t')
+    repo.writer.write(placement, ['cpu.idle_perc value=1 %d' % old,
+                                  'cpu.idle_perc value=2 %d' % (NOW + 5)])
+    assert _count(influx, 'mon_t') == 2
     assert repo.stats.total('dropped_beyond_retention') == 1
 
 
@@ -222,7 +232,7 @@ def two_servers(influx_conf, tmp_path):
     mapping = tmp_path / 'tenant-servers'
     mapping.write_text('b two\n')
     influx_conf.set_override('servers', {'two': second.url}, 'dbpt')
-    influx_conf.set_override('tenant_servers_file', str(mapping), 'dbpt')
+    influx_conf.set_override('tenant_overrides_file', str(mapping), 'dbpt')
     yield second
     second.close()
 

@@ -142,13 +142,13 @@ def test_servers_parse_with_the_default_credentials():
 
 def test_servers_file_places_tenants_and_is_reread_when_it_changes(
         tmp_path, monkeypatch):
-    from monasca_persister_dbpt.placement import servers as servers_mod
-    monkeypatch.setattr(servers_mod, 'SERVERS_FILE_CHECK', 0)
+    from monasca_persister_dbpt.placement import overrides as overrides_mod
+    monkeypatch.setattr(overrides_mod, 'CHECK_EVERY', 0)
     base, servers = _servers()
     path = tmp_path / 'servers'
     path.write_text('# tenant server\nt1 a\nt2 b  # gold\n')
     pm = PlacementMap(server=base, servers=servers,
-                      tenant_servers_file=str(path))
+                      overrides_file=str(path))
     assert pm.place('t1').server == servers['a']
     assert pm.place('t2').server == servers['b']
     assert pm.place('t3').server == base
@@ -165,7 +165,7 @@ def test_bad_servers_file_fails_at_start_naming_the_line(tmp_path):
     path.write_text('t1 a\nt2\n')
     with pytest.raises(ValueError, match='line 2'):
         PlacementMap(server=base, servers=servers,
-                     tenant_servers_file=str(path))
+                     overrides_file=str(path))
 
 
 def test_hash_spreads_other_tenants_stably():

@@ -1,0 +1,238 @@
+"""Series per tenant database: which series a tenant has, within a budget.
+
+A tenant's known series are kept in a scalable Bloom filter (a chain of
+filters, each twice the size of the one before and a little tighter), 2 to
+5 bytes a series instead of the ~80 of an exact set of keys: a tenant with
+1,000 series costs a few KiB, one with 100,000 about 400 KiB. A Bloom
+filter never forgets a series it holds, so an existing series is never
+refused; it may take a new series for a known one (at most
+``FALSE_POSITIVE`` over the whole chain, 1%), which lets a tenant past its
+cap by that share of its new series, never more.
+
+When a worker first sees a tenant its filter is filled from the database
+itself (``SHOW SERIES``, in a background thread, so the write path never
+waits on it; until then new series are admitted and counted), so a restart
+does not reset the count. Filters past ``BUDGET_BYTES`` in all are dropped,
+least recently used first, and filled again from the database when their
+tenant comes back.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from typing import Callable, Iterable, Optional
+
+LOG = logging.getLogger(__name__)
+
+FALSE_POSITIVE = 0.01
+_TIGHTEN = 0.9
+#: Series the first filter of a tenant holds before the next is added.
+FIRST_CAPACITY = 256
+#: Bytes all filters of a worker may take; past it, least recent first go.
+BUDGET_BYTES = 256 * 1024 * 1024
+#: Seconds before a failed fill from the database is tried again.
+SEED_RETRY = 30.0
+
+
+class _Bloom:
+    __slots__ = ('bits', 'size', 'hashes', 'capacity', 'count')
+
+    def __init__(self, capacity: int, error: float) -> None:
+        self.size = max(64, int(-capacity * math.log(error)
+                                / math.log(2) ** 2))
+        self.hashes = max(1, round(self.size / capacity * math.log(2)))
+        self.bits = bytearray((self.size + 7) // 8)
+        self.capacity = capacity
+        self.count = 0
+
+    def has(self, h1: int, h2: int) -> bool:
+        bits, size = self.bits, self.size
+        for i in range(self.hashes):  # most misses end at the first bit
+            p = (h1 + i * h2) % size
+            if not bits[p >> 3] & (1 << (p & 7)):
+                return False
+        return True
+
+    def add(self, h1: int, h2: int) -> None:
+        bits, size = self.bits, self.size
+        for i in range(self.hashes):
+            p = (h1 + i * h2) % size
+            bits[p >> 3] |= 1 << (p & 7)
+        self.count += 1
+
+
+class SeriesFilter:
+    """A set of series keys that only grows: never a false "no"."""
+
+    __slots__ = ('_blooms', 'count')
+
+    def __init__(self) -> None:
+        self._blooms: list[_Bloom] = []
+        #: Series added (an estimate by at most the false positives).
+        self.count = 0
+
+    @staticmethod
+    def _hash(key: str) -> tuple[int, int]:
+        digest = hashlib.blake2b(key.encode('utf-8', 'surrogatepass'),
+                                 digest_size=16).digest()
+        return (int.from_bytes(digest[:8], 'little'),
+                int.from_bytes(digest[8:], 'little') | 1)
+
+    def __contains__(self, key: str) -> bool:
+        h1, h2 = self._hash(key)
+        return any(b.has(h1, h2) for b in self._blooms)
+
+    def add(self, key: str) -> bool:
+        """Add *key*; False if it (probably) was there already."""
+        h1, h2 = self._hash(key)
+        blooms = self._blooms
+        if any(b.has(h1, h2) for b in blooms):
+            return False
+        if not blooms or blooms[-1].count >= blooms[-1].capacity:
+            # Each new filter tighter (a geometric series summing to
+            # FALSE_POSITIVE), so the chain's error stays bounded.
+            n = len(blooms)
+            blooms.append(_Bloom(FIRST_CAPACITY * 2 ** n,
+                                 FALSE_POSITIVE * (1 - _TIGHTEN)
+                                 * _TIGHTEN ** n))
+        blooms[-1].add(h1, h2)
+        self.count += 1
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b.bits) for b in self._blooms) + 64
+
+
+class _Tenant:
+    __slots__ = ('series', 'seeded', 'retry_at')
+
+    def __init__(self) -> None:
+        self.series = SeriesFilter()
+        self.seeded = False
+        self.retry_at = 0.0
+
+
+class SeriesCaps:
+    """Admit a tenant's new series up to its cap; existing ones always.
+
+    *seed* (tenant id -> the canonical keys its database holds) is called
+    from a background thread; it may raise, and is tried again later.
+    """
+
+    def __init__(self, seed: Optional[Callable[[str], Iterable[str]]] = None,
+                 budget_bytes: int = BUDGET_BYTES) -> None:
+        self._seed = seed
+        self._budget = budget_bytes
+        self._tenants: collections.OrderedDict = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._pid = None
+        #: Tenants dropped to stay in the budget, and seeds that failed.
+        self.evicted = 0
+        self.seed_failures = 0
+
+    def admit(self, tenant_id: str, key: str, cap: int) -> bool:
+        """True if *key* may be written: known, or new within *cap*."""
+        with self._lock:
+            state = self._tenants.get(tenant_id)
+            if state is None:
+                state = self._tenants[tenant_id] = _Tenant()
+                self._ask_seed(tenant_id, state)
+            else:
+                self._tenants.move_to_end(tenant_id)
+                if not state.seeded and state.retry_at and \
+                        time.monotonic() >= state.retry_at:
+                    self._ask_seed(tenant_id, state)
+            series = state.series
+            if key in series:
+                return True
+            if series.count >= cap:
+                return False
+            before = series.nbytes
+            series.add(key)
+            self._grew(series.nbytes - before)
+            return True
+
+    def count(self, tenant_id: str) -> Optional[int]:
+        state = self._tenants.get(tenant_id)
+        return state.series.count if state is not None else None
+
+    def seeded(self, tenant_id: str) -> bool:
+        state = self._tenants.get(tenant_id)
+        return bool(state and state.seeded)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    def _grew(self, delta: int) -> None:
+        self._bytes += delta
+        while self._bytes > self._budget and len(self._tenants) > 1:
+            _, old = self._tenants.popitem(last=False)
+            self._bytes -= old.series.nbytes
+            self.evicted += 1
+
+    def _ask_seed(self, tenant_id: str, state: _Tenant) -> None:
+        if self._seed is None:
+            state.seeded = True
+            return
+        state.retry_at = 0.0
+        if self._pid != os.getpid():  # one thread per (forked) process
+            self._pid = os.getpid()
+            threading.Thread(target=self._seeding, daemon=True,
+                             name='dbpt-series-seed').start()
+        self._queue.put(tenant_id)
+
+    def _seeding(self) -> None:
+        while True:
+            tenant_id = self._queue.get()
+            try:
+                keys = list(self._seed(tenant_id))
+            except Exception as exc:  # noqa: BLE001 - retried later
+                self.seed_failures += 1
+                LOG.warning('cannot count the series of tenant %s yet (%s); '
+                            'its new series are admitted meanwhile',
+                            tenant_id, exc)
+                with self._lock:
+                    state = self._tenants.get(tenant_id)
+                    if state is not None:
+                        state.retry_at = time.monotonic() + SEED_RETRY
+                continue
+            # In slices, so that the write path never waits long.
+            for start in range(0, len(keys), 2000):
+                with self._lock:
+                    state = self._tenants.get(tenant_id)
+                    if state is None:  # dropped meanwhile: filled when back
+                        break
+                    before = state.series.nbytes
+                    for key in keys[start:start + 2000]:
+                        state.series.add(key)
+                    self._grew(state.series.nbytes - before)
+            with self._lock:
+                state = self._tenants.get(tenant_id)
+                if state is not None:
+                    state.seeded = True
+
+    def wait_seeded(self, timeout: float = 10.0) -> bool:
+        """For tests and benchmarks: wait until no fill is pending."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = [t for t, s in self._tenants.items()
+                           if not s.seeded and not s.retry_at]
+            if not pending:
+                return True
+            time.sleep(0.01)
+        return False

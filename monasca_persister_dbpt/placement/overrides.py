@@ -1,0 +1,159 @@
+"""The tenant overrides file: per-tenant settings, re-read at run time.
+
+One file, one format, one reload path for everything an operator sets per
+tenant (Grafana Mimir's runtime configuration is the model): a line is a
+tenant id, optionally its server, then ``key=value`` settings::
+
+    # tenant       server    settings
+    acme           influx2
+    noisy                    ingestion_rate=500 max_series=20000
+    big            influx3   max_series=0
+
+A bare word after the tenant is its server (so a tenant servers file of
+earlier releases is a valid overrides file). ``0`` switches a limit off
+for that tenant. The file is looked at every ``CHECK_EVERY`` seconds and
+re-read when it changed; a bad edit keeps the last good file and logs the
+line at fault, while a bad file at start-up is an error naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Callable, Collection, Mapping, Optional
+
+from monasca_persister_dbpt.placement.errors import InvalidOption
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds between two looks at the file.
+CHECK_EVERY = 10.0
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError('must be 0 (no limit) or more')
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or math.isinf(value):
+        raise ValueError('must be a finite number, 0 (no limit) or more')
+    return value
+
+
+#: Every setting a line may carry, with its parser. The limits read them;
+#: they are listed here so that every reader of the file (persister,
+#: migration, monasca-api driver) accepts and checks the same format.
+SETTINGS: Mapping[str, Callable[[str], object]] = {
+    'ingestion_rate': _rate,
+    'ingestion_burst': _count,
+    'max_series': _count,
+    'max_dimensions': _count,
+    'max_name_length': _count,
+    'max_dimension_length': _count,
+    'max_value_meta_bytes': _count,
+    'max_future_seconds': _count,
+}
+
+
+class TenantOverrides:
+    """Tenant id -> its server name and settings, from a watched file."""
+
+    def __init__(self, path: Optional[str],
+                 servers: Collection[str] = ('default',),
+                 option: str = '[dbpt] tenant_overrides_file') -> None:
+        self.path = path
+        self._servers = frozenset(servers)
+        self._option = option
+        self._servers_of: dict[str, str] = {}
+        self._settings: dict[str, dict] = {}
+        self._seen = None
+        self._next = 0.0
+        #: Called with no argument after the file changed.
+        self.listeners: list[Callable[[], None]] = []
+        if path:
+            self.check(force=True)  # a bad file fails at start-up
+
+    def server_of(self, tenant_id: str) -> Optional[str]:
+        return self._servers_of.get(tenant_id)
+
+    def settings_of(self, tenant_id: str) -> Mapping[str, object]:
+        return self._settings.get(tenant_id, {})
+
+    def __len__(self) -> int:
+        return len(set(self._servers_of) | set(self._settings))
+
+    def check(self, force: bool = False) -> None:
+        """Re-read the file if it changed (at most every CHECK_EVERY s)."""
+        now = time.monotonic()
+        if not self.path or (now < self._next and not force):
+            return
+        self._next = now + CHECK_EVERY
+        try:
+            stat = os.stat(self.path)
+            seen = (stat.st_mtime_ns, stat.st_size)
+            if seen == self._seen:
+                return
+            with open(self.path, encoding='utf-8') as handle:
+                servers, settings = self._parse(handle)
+        except (OSError, UnicodeDecodeError, InvalidOption) as exc:
+            message = exc if isinstance(exc, InvalidOption) else \
+                '%s: %s' % (self.path, exc)
+            if self._seen is None:
+                raise InvalidOption('%s: %s' % (self._option, message)) \
+                    from None
+            LOG.error('%s; keeping the last good tenant overrides', message)
+            return
+        if self._seen is not None:
+            LOG.info('tenant overrides file %s changed: %d tenant(s) '
+                     'placed, %d with settings', self.path, len(servers),
+                     len(settings))
+        self._seen = seen
+        self._servers_of, self._settings = servers, settings
+        for listener in self.listeners:
+            listener()
+
+    def _parse(self, lines) -> tuple[dict, dict]:
+        servers: dict[str, str] = {}
+        settings: dict[str, dict] = {}
+        for number, line in enumerate(lines, 1):
+            words = line.split('#', 1)[0].split()
+            if not words:
+                continue
+            tenant, rest = words[0], words[1:]
+
+            def bad(why: str, number=number, line=line) -> InvalidOption:
+                return InvalidOption('%s line %d: %r: %s' % (
+                    self.path, number, line.strip(), why))
+            if tenant in servers or tenant in settings:
+                raise bad('tenant %r is already on an earlier line' % tenant)
+            if rest and '=' not in rest[0]:
+                if rest[0] not in self._servers:
+                    raise bad('server %r is not in [dbpt] servers (%s)' % (
+                        rest[0], ', '.join(sorted(self._servers))))
+                servers[tenant] = rest.pop(0)
+            if not rest and tenant not in servers:
+                raise bad('a tenant needs a server or key=value settings')
+            values = {}
+            for word in rest:
+                key, sep, text = word.partition('=')
+                parse = SETTINGS.get(key)
+                if not sep or parse is None:
+                    raise bad('%r is not key=value with a key of %s' % (
+                        word, ', '.join(sorted(SETTINGS))))
+                if key in values:
+                    raise bad('%s is set twice' % key)
+                try:
+                    values[key] = parse(text)
+                except ValueError as exc:
+                    raise bad('%s=%r: %s' % (
+                        key, text, str(exc) if 'must' in str(exc)
+                        else 'not a number')) from None
+            if values:
+                settings[tenant] = values
+        return servers, settings
