@@ -10,9 +10,11 @@ refused; it may take a new series for a known one (at most
 cap by that share of its new series, never more.
 
 When a worker first sees a tenant its filter is filled from the database
-itself (``SHOW SERIES``, in a background thread, so the write path never
-waits on it; until then new series are admitted and counted), so a restart
-does not reset the count. Filters past ``BUDGET_BYTES`` in all are dropped,
+itself (``SHOW SERIES``, in background threads), so a restart does not reset
+the count: the tenant's first new series waits for it, up to ``SEED_WAIT``
+seconds (then, and while a failed fill waits ``SEED_RETRY`` to be tried
+again, new series are admitted and counted). Only tenants with a cap pay
+this, once per worker process. Filters past ``BUDGET_BYTES`` in all are dropped,
 least recently used first, and filled again from the database when their
 tenant comes back.
 """
@@ -39,6 +41,10 @@ FIRST_CAPACITY = 256
 BUDGET_BYTES = 256 * 1024 * 1024
 #: Seconds before a failed fill from the database is tried again.
 SEED_RETRY = 30.0
+#: Seconds a tenant's first new series waits for its count.
+SEED_WAIT = 5.0
+#: Threads counting series, per worker process.
+SEED_THREADS = 4
 
 
 class _Bloom:
@@ -112,12 +118,14 @@ class SeriesFilter:
 
 
 class _Tenant:
-    __slots__ = ('series', 'seeded', 'retry_at')
+    __slots__ = ('series', 'seeded', 'retry_at', 'ready')
 
     def __init__(self) -> None:
         self.series = SeriesFilter()
         self.seeded = False
         self.retry_at = 0.0
+        #: Set once the count from the database is in (or could not be).
+        self.ready = threading.Event()
 
 
 class SeriesCaps:
@@ -143,15 +151,16 @@ class SeriesCaps:
     def admit(self, tenant_id: str, key: str, cap: int) -> bool:
         """True if *key* may be written: known, or new within *cap*."""
         with self._lock:
-            state = self._tenants.get(tenant_id)
-            if state is None:
-                state = self._tenants[tenant_id] = _Tenant()
-                self._ask_seed(tenant_id, state)
-            else:
-                self._tenants.move_to_end(tenant_id)
-                if not state.seeded and state.retry_at and \
-                        time.monotonic() >= state.retry_at:
-                    self._ask_seed(tenant_id, state)
+            state = self._state(tenant_id)
+            if key in state.series:
+                return True
+            ready = None if state.seeded else state.ready
+        if ready is not None:
+            # A new series of a tenant not counted yet: wait for the count
+            # (a restart must not reset the cap), but not for ever.
+            ready.wait(SEED_WAIT)
+        with self._lock:
+            state = self._state(tenant_id)
             series = state.series
             if key in series:
                 return True
@@ -161,6 +170,18 @@ class SeriesCaps:
             series.add(key)
             self._grew(series.nbytes - before)
             return True
+
+    def _state(self, tenant_id: str) -> _Tenant:
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            state = self._tenants[tenant_id] = _Tenant()
+            self._ask_seed(tenant_id, state)
+        else:
+            self._tenants.move_to_end(tenant_id)
+            if not state.seeded and state.retry_at and \
+                    time.monotonic() >= state.retry_at:
+                self._ask_seed(tenant_id, state)
+        return state
 
     def count(self, tenant_id: str) -> Optional[int]:
         state = self._tenants.get(tenant_id)
@@ -187,12 +208,15 @@ class SeriesCaps:
     def _ask_seed(self, tenant_id: str, state: _Tenant) -> None:
         if self._seed is None:
             state.seeded = True
+            state.ready.set()
             return
         state.retry_at = 0.0
-        if self._pid != os.getpid():  # one thread per (forked) process
+        state.ready.clear()
+        if self._pid != os.getpid():  # threads per (forked) process
             self._pid = os.getpid()
-            threading.Thread(target=self._seeding, daemon=True,
-                             name='dbpt-series-seed').start()
+            for n in range(SEED_THREADS):
+                threading.Thread(target=self._seeding, daemon=True,
+                                 name='dbpt-series-seed-%d' % n).start()
         self._queue.put(tenant_id)
 
     def _seeding(self) -> None:
@@ -209,6 +233,7 @@ class SeriesCaps:
                     state = self._tenants.get(tenant_id)
                     if state is not None:
                         state.retry_at = time.monotonic() + SEED_RETRY
+                        state.ready.set()  # admit meanwhile, not wait
                 continue
             # In slices, so that the write path never waits long.
             for start in range(0, len(keys), 2000):
@@ -224,6 +249,7 @@ class SeriesCaps:
                 state = self._tenants.get(tenant_id)
                 if state is not None:
                     state.seeded = True
+                    state.ready.set()
 
     def wait_seeded(self, timeout: float = 10.0) -> bool:
         """For tests and benchmarks: wait until no fill is pending."""
