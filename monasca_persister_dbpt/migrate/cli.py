@@ -24,6 +24,7 @@ from monasca_persister_dbpt import conf as dbpt_conf
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.influx.schema import SchemaError
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
+from monasca_persister_dbpt.limits import LimitsTable
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.checkpoint import CheckpointError
 from monasca_persister_dbpt.migrate.copy import Copier, Progress
@@ -280,6 +281,9 @@ class Migration:
             end_offset=conf.migrate_end_time_offset, skip=skip,
             chunk_points=conf.chunk_points, workers=conf.workers)
         self.copier: Optional[Copier] = None
+        #: The persister's limits: reported against, never applied here.
+        self.limits = LimitsTable.from_group(conf.dbpt,
+                                             placements.tenant_overrides)
 
     def interrupted(self) -> int:
         """Ctrl-C: stop taking chunks, keep the checkpoint, say how to
@@ -401,6 +405,7 @@ class Migration:
                 else 'server default retention',
                 ''.join('; tier %s kept %s' % (t.interval, t.policy.duration)
                         for t in p.tiers)))
+        lines += self._series_caps(plan)
         for _, reason in sorted(plan.refused_tenants.items()):
             lines.append('  left in place, refused by the mapping: %s' %
                          reason)
@@ -416,6 +421,39 @@ class Migration:
         for line in lines:
             LOG.info(line)
         print('\n'.join(lines))
+
+    def _series_caps(self, plan) -> list[str]:
+        """Tenants whose database would hold more series than their
+        max_series: history is not a flood, so all of it is copied, but the
+        persister will refuse their new series."""
+        tags: dict = {}
+        measurements: dict = {}
+        for c in plan.chunks:
+            tags.setdefault(c.placement, set()).add(c.tenant_tag)
+            measurements.setdefault(c.placement, set()).add(c.measurement)
+        lines = []
+        for p, tenant_tags in sorted(tags.items(),
+                                     key=lambda kv: kv[0].database):
+            cap = self.limits(p.tenant_id).max_series
+            if not cap:
+                continue
+            source = self.planner.series_of(p.tenant_id, tenant_tags,
+                                            measurements[p])
+            target = {row[0] for r in self.writer.run(
+                p.server, 'SHOW SERIES ON %s' % quote_ident(p.database))
+                if 'error' not in r for s in r.get('series', ())
+                for row in s.get('values') or ()}
+            total = len(source | target)
+            if total > cap:
+                lines.append(
+                    '  over max_series: tenant %s will have %d series in %s '
+                    '(%d from the source, %d there already), max_series is '
+                    '%d; all of its history is copied (the migration '
+                    'applies no limits), but the persister refuses its new '
+                    'series while the database holds %d or more' % (
+                        p.tenant_id, total, quote_ident(p.database),
+                        len(source), len(target), cap, cap))
+        return lines
 
     def _verify_and_report(self, report) -> int:
         print('verified %d measurement/tenant pairs: %d points in the '

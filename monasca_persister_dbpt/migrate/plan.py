@@ -20,9 +20,10 @@ import dataclasses
 import logging
 import re
 import time
-from typing import Iterable, Optional, Sequence
+from typing import Collection, Iterable, Optional, Sequence
 
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
+from monasca_persister_dbpt.influx.line_protocol import parse_series_key
 from monasca_persister_dbpt.placement import InvalidTenantId, Placement
 from monasca_persister_dbpt.placement import PlacementMap
 
@@ -268,6 +269,20 @@ class Planner:
             self.counts(rp, measurement, field, tenant_tag, span[0], span[1],
                         units)
         return units, span
+
+    def series_of(self, tenant_id: str, tenant_tags: Iterable[str],
+                  measurements: Collection[str]) -> set[str]:
+        """Series keys of a tenant in the source's *measurements*: what its
+        database will hold. (Counted from the keys: influxd 1.6 counts a
+        series once per shard in SHOW SERIES CARDINALITY.)"""
+        keys = set()
+        for tag in sorted(set(tenant_tags)):
+            for row in self.rows('SHOW SERIES ON %s WHERE %s = %s' % (
+                    quote_ident(self.source), quote_ident(tag),
+                    quote_literal(tenant_id))):
+                if parse_series_key(row['key'])[0] in measurements:
+                    keys.add(row['key'])
+        return keys
 
     def _tenants(self, measurement: str, tenant_tag: str) -> list[str]:
         """Tenant ids of a measurement, from the index alone (cheap)."""

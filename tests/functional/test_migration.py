@@ -131,6 +131,27 @@ def test_dry_run_prints_the_plan_and_writes_nothing(influx, persister_conf,
     assert not (tmp_path / 'migrate-checkpoint.jsonl').exists()
 
 
+def test_the_plan_reports_tenants_over_their_series_cap_and_copies_all(
+        influx, persister_conf, tmp_path):
+    seed(influx, weeks=1)
+    (tmp_path / 'overrides').write_text('project max_series=5\n'
+                                        'ops max_series=1000\n')
+    with open(persister_conf, 'a') as handle:
+        handle.write('tenant_overrides_file = %s\n' % (tmp_path /
+                                                         'overrides'))
+    source = len(influx.rows('SHOW SERIES WHERE "_tenant_id" = \'project\' '
+                             'OR "tenant_id" = \'project\'', 'mon'))
+    out = migrate(persister_conf, '--verify', cwd=tmp_path, check=0).stdout
+    over = [line for line in out.splitlines() if 'max_series' in line]
+    assert len(over) == 1, out
+    assert over[0].startswith('  over max_series: tenant project will have '
+                              '%d series in "mon_project" (%d from the '
+                              'source, 0 there already), max_series is 5'
+                              % (source, source)), over
+    assert 'MISMATCH' not in out
+    assert len(influx.rows('SHOW SERIES', 'mon_project')) == source
+
+
 @pytest.mark.parametrize('args, words', [
     (['--migrate-time-unit', 'x'], "--migrate-time-unit 'x'"),
     (['--migrate-retention-policy', 'project:2x'], "project: retention '2x'"),
