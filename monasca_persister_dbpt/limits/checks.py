@@ -74,9 +74,10 @@ class TenantLimits:
 
     def check_time(self, limits: Limits, placement: Placement,
                    timestamp_ms: int) -> None:
+        now = self._clock()
         policy = placement.retention
         if policy is not None and policy.hours is not None:
-            oldest = self._clock() * 1000 - policy.hours * _HOUR_MS
+            oldest = now * 1000 - policy.hours * _HOUR_MS
             if timestamp_ms < oldest:
                 raise LimitExceeded(
                     'too_old', 'timestamp %d ms is older than the retention '
@@ -84,7 +85,7 @@ class TenantLimits:
                                               policy.duration,
                                               placement.database))
         ahead = limits.max_future_seconds
-        if ahead and timestamp_ms > (self._clock() + ahead) * 1000:
+        if ahead and timestamp_ms > (now + ahead) * 1000:
             raise LimitExceeded(
                 'future', 'timestamp %d ms is more than max_future_seconds '
                 '%d ahead' % (timestamp_ms, ahead))
@@ -105,9 +106,13 @@ class TenantLimits:
         """Spend one point of the tenant's rate."""
         if limits.ingestion_rate and not self.rate.take(
                 tenant_id, limits.ingestion_rate, limits.burst):
-            raise LimitExceeded('rate', 'over ingestion_rate %g points/s '
-                                '(burst %d)' % (limits.ingestion_rate,
-                                                limits.burst))
+            raise self.over_rate(limits)
+
+    @staticmethod
+    def over_rate(limits: Limits) -> LimitExceeded:
+        return LimitExceeded('rate', 'over ingestion_rate %g points/s '
+                             '(burst %d)' % (limits.ingestion_rate,
+                                             limits.burst))
 
     def admit_series(self, tenant_id: str, key: str, limits: Limits) -> None:
         """A series not seen since the driver's cache last held it."""

@@ -80,6 +80,8 @@ class _Counters:
                                [tenant, pid], value)
         yield from families.values()
         for name, value in self._stats.gauges().items():
+            if not isinstance(value, (int, float)):
+                continue
             gauge = GaugeMetricFamily(PREFIX + name, 'Current %s.'
                                       % name.replace('_', ' '),
                                       labels=['pid'])

@@ -48,11 +48,12 @@ class Limits:
     max_dimension_length: int = 255
     max_value_meta_bytes: int = 2048
     max_future_seconds: int = 0
+    #: The token bucket's size: ten seconds of rate unless set.
+    burst: float = dataclasses.field(init=False, compare=False, repr=False)
 
-    @property
-    def burst(self) -> float:
-        """The token bucket's size: ten seconds of rate unless set."""
-        return float(self.ingestion_burst or self.ingestion_rate * 10)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, 'burst', float(
+            self.ingestion_burst or self.ingestion_rate * 10))
 
     @property
     def shape_limited(self) -> bool:
@@ -61,11 +62,12 @@ class Limits:
 
     def describe(self) -> str:
         on = ['%s=%g' % (f.name, getattr(self, f.name))
-              for f in dataclasses.fields(self) if getattr(self, f.name)]
+              for f in dataclasses.fields(self)
+              if f.init and getattr(self, f.name)]
         return ' '.join(on) or 'none'
 
 
-NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+NAMES = tuple(f.name for f in dataclasses.fields(Limits) if f.init)
 
 
 class LimitsTable:

@@ -36,13 +36,15 @@ class MetricsRepository(TenantRepository):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        #: (name, tenant, region, dimensions) -> (key, placement) of each
-        #: series that passed its tenant's limits.
+        #: (name, tenant, region, dimensions) -> (key, placement, aged) of
+        #: each series that passed its tenant's limits.
         self._series: dict = {}
         conf_obj = args[0] if args else kwargs.get('conf_obj', cfg.CONF)
         self.limits = TenantLimits.from_conf(
             conf_obj.dbpt, self.placements, self.writer,
             workers=_workers(conf_obj))
+        self._limits_of = self.limits.table
+        self._take = self.limits.rate.take
         # A changed limit applies to series already admitted, too.
         self.placements.tenant_overrides.listeners.append(self._series.clear)
         self.stats.gauge('series_limit_bytes',
@@ -61,15 +63,16 @@ class MetricsRepository(TenantRepository):
             known = self._series.get(cache_key)
         except (TypeError, AttributeError):  # unhashable or not an object
             cache_key = known = None
-        limits = self.limits(tenant_id) if type(tenant_id) is str else None
+        limits_of = self._limits_of
         if known is None:
             if not exact and inexact((name, region, dimensions)):
                 raise ExactJsonNeeded()
-            key, placement = self._series_key(tenant_id, name, region,
-                                              dimensions, limits)
-            limits = self.limits(tenant_id)
+            known = self._series_key(tenant_id, name, region, dimensions)
+            new = True
         else:
-            key, placement = known
+            new = False
+        key, placement, aged = known
+        limits = limits_of(tenant_id)
 
         value = metric['value']
         # repr(float) is the host's str(float(v)); v - v is 0 only if finite.
@@ -84,7 +87,8 @@ class MetricsRepository(TenantRepository):
         else:
             timestamp = lp.format_time_ms(timestamp)
             ms = int(timestamp)
-        self.limits.check_time(limits, placement, ms)
+        if aged or limits.max_future_seconds:
+            self.limits.check_time(limits, placement, ms)
         value_meta = metric.get('value_meta')
         if value_meta:
             if not exact and inexact(value_meta):
@@ -98,19 +102,21 @@ class MetricsRepository(TenantRepository):
         else:
             line = '%s value=%s,value_meta="{}" %s' % (key, value, timestamp)
         # What spends the tenant's allowance comes last.
-        self.limits.take(tenant_id, limits)
-        if known is None:
+        rate = limits.ingestion_rate
+        if rate and not self._take(tenant_id, rate, limits.burst):
+            raise self.limits.over_rate(limits)
+        if new:
             self.limits.admit_series(tenant_id, key, limits)
             if cache_key is not None:
                 if len(self._series) >= SERIES_CACHE_SIZE:
                     self._series.clear()
-                self._series[cache_key] = (key, placement)
+                self._series[cache_key] = known
         return line, tenant_id
 
-    def _series_key(self, tenant_id, name, region, dimensions, limits):
+    def _series_key(self, tenant_id, name, region, dimensions) -> tuple:
+        """(series key, placement, whether its retention is finite)."""
         placement = self.placements.place(tenant_id)
-        if limits is None:
-            limits = self.limits(tenant_id)
+        limits = self._limits_of(tenant_id)
         if dimensions is None:
             tags = {}
         elif type(dimensions) is dict:
@@ -126,7 +132,9 @@ class MetricsRepository(TenantRepository):
         # Set last, as upstream does: a dimension cannot forge the tenant.
         tags['_tenant_id'] = tenant_id
         tags['_region'] = region if type(region) is str else str(region)
-        return lp.series_key(name, tags), placement
+        policy = placement.retention
+        return (lp.series_key(name, tags), placement,
+                policy is not None and policy.hours is not None)
 
 
 def _workers(conf_obj) -> int:

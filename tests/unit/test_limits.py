@@ -244,3 +244,58 @@ def test_driver_caps_new_series_and_keeps_writing_old_ones(conf):
     repo._series.clear()  # forgotten by the cache, still known by the cap
     assert all(_send(repo, host(i, now + 1))[0] for i in (0, 1, 2))
     assert repo.stats.tenant('t') == {'refused_series': 7}
+
+
+def test_prometheus_counters_have_tenant_reason_and_pid(tmp_path):
+    import os
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from monasca_persister_dbpt.limits import exposition
+    from monasca_persister_dbpt.stats import Stats
+    stats = Stats(interval=0)
+    stats.add('a', 'refused_rate', 3)
+    stats.add('a', 'points_written', 7)
+    stats.add('b', 'dropped_field_type_conflict')
+    stats.gauge('points_buffered', lambda: 12)
+    exporter = exposition.PrometheusExporter(stats, str(tmp_path))
+    exporter.export()
+    # Another worker's file, and one of a worker that ended.
+    other = (tmp_path / 'monasca_persister_dbpt_1.prom')
+    other.write_text(open(exporter.path).read().replace(
+        'pid="%d"' % os.getpid(), 'pid="1"'))
+    ended = tmp_path / 'monasca_persister_dbpt_999999999.prom'
+    ended.write_text('')
+    exporter.export()
+    assert not ended.exists() and other.exists()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in exposition._Directory(str(tmp_path)).collect()
+               for s in f.samples}
+    pid = str(os.getpid())
+    key = ('monasca_persister_dbpt_points_refused_total',
+           (('pid', pid), ('reason', 'rate'), ('tenant', 'a')))
+    assert samples[key] == 3
+    assert samples[(key[0], (('pid', '1'), ('reason', 'rate'),
+                             ('tenant', 'a')))] == 3
+    assert samples[('monasca_persister_dbpt_points_dropped_total',
+                    (('pid', pid), ('reason', 'field_type_conflict'),
+                     ('tenant', 'b')))] == 1
+    assert samples[('monasca_persister_dbpt_points_written_total',
+                    (('pid', pid), ('tenant', 'a')))] == 7
+    assert samples[('monasca_persister_dbpt_points_buffered',
+                    (('pid', pid),))] == 12
+    # The merged text is valid exposition: one family per name.
+    from prometheus_client import CollectorRegistry, generate_latest
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exposition._Directory(str(tmp_path)))
+    text = generate_latest(registry).decode()
+    assert text.count('# TYPE monasca_persister_dbpt_points_refused_total') \
+        <= 1 and text.count('# TYPE monasca_persister_dbpt_points_refused') == 1
+    assert len(list(text_string_to_metric_families(text))) >= 4
+
+
+@pytest.mark.parametrize('address', ['9090', 'host:', 'host:70000', ':80'])
+def test_a_bad_prometheus_address_stops_start_up_naming_it(conf, address):
+    conf.set_override('prometheus_address', address, 'dbpt')
+    with pytest.raises(ValueError, match=r'\[dbpt\] prometheus_address'):
+        MetricsRepository(conf)
