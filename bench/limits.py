@@ -93,8 +93,10 @@ def cost(influx, args):
             base += tenants * 600 + 1
             first[name] = host_loop(repo, messages(
                 tenants * 600, tenants, base), args.batch)[0]
-        for _ in range(args.repeat):
-            for name, repo in repos.items():
+        for round_ in range(args.repeat):
+            # Alternate which goes first: influxd slows as data grows.
+            order = list(repos.items())
+            for name, repo in order if round_ % 2 == 0 else order[::-1]:
                 base += args.records + 1
                 took, own = host_loop(repo, messages(args.records, tenants,
                                                      base), args.batch)

@@ -46,6 +46,13 @@ placement_opts = [
                      'optional third part is the tier\'s own shard group '
                      'duration ("1h:260w:52w"), since a long tier in short '
                      'shard groups costs influxd one shard per group.'),
+    cfg.BoolOpt('read_tiers', default=True,
+                help='For the monasca-api read driver: answer a statistics '
+                     'query from the finest tier whose interval divides its '
+                     'period when the query starts before the raw policy\'s '
+                     'retention (each statistic exact, from the mean, min, '
+                     'max, count and sum a tier keeps per interval). No '
+                     'effect without tiers.'),
     cfg.MultiStrOpt('tenant_tiers', default=[],
                     help='Per-tenant tiers, one line per project: '
                          '"project=5m:8w,1h:inf"; "project=" for none.'),

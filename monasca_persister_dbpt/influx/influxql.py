@@ -70,10 +70,18 @@ def alter_policy(database: str, rp: RetentionPolicy) -> str:
         quote_ident(rp.name), quote_ident(database), _durations(rp))
 
 
+#: What a tier keeps of ``value`` per interval: the mean as ``value`` (what
+#: a reader of the tier expects) and what makes every statistic of
+#: monasca-api exact over several intervals.
+TIER_FIELDS = ('mean("value") AS "value", min("value") AS "min", '
+               'max("value") AS "max", count("value") AS "count", '
+               'sum("value") AS "sum"')
+
+
 def downsample(database: str, tier, source_rp: str = '') -> str:
-    """Means of ``value`` per interval, tags kept, into the tier's policy."""
-    return ('SELECT mean("value") AS "value" INTO %s.%s.:MEASUREMENT '
-            'FROM %s.%s./.*/' % (quote_ident(database),
+    """A tier's fields per interval, tags kept, into the tier's policy."""
+    return ('SELECT %s INTO %s.%s.:MEASUREMENT '
+            'FROM %s.%s./.*/' % (TIER_FIELDS, quote_ident(database),
                                   quote_ident(tier.policy.name),
                                   quote_ident(database),
                                   quote_ident(source_rp) if source_rp

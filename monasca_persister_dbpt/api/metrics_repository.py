@@ -1,0 +1,165 @@
+"""monasca-api's InfluxDB repository, reading each tenant from its own place.
+
+Name it in monasca-api.conf::
+
+    [repositories]
+    metrics_driver = monasca_persister_dbpt.api.metrics_repository:MetricsRepository
+
+Every query monasca-api builds goes through ``query_tenant_db``; this class
+sends it to the server and database the persister writes the tenant to,
+asking the same :class:`~monasca_persister_dbpt.placement.PlacementMap`
+(servers, the tenant overrides file and its reload, rendezvous hashing, the
+database template), with one keep-alive client per server. The ``[dbpt]``
+options are read from monasca-api.conf, so copy them there from
+persister.conf (the devstack plugin does).
+
+With ``[dbpt] read_tiers`` a statistics query whose period is at least a
+tier's interval and whose start is older than the raw policy keeps is
+answered from the finest such tier (see :func:`tier_for`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Optional
+
+import requests
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError
+from monasca_api.common.repositories.influxdb import metrics_repository \
+    as upstream
+from oslo_config import cfg
+from oslo_log import log
+
+from monasca_persister_dbpt import conf as dbpt_conf
+from monasca_persister_dbpt.influx.influxql import quote_ident
+from monasca_persister_dbpt.placement import InvalidTenantId, Placement
+from monasca_persister_dbpt.placement import PlacementMap, Server
+
+LOG = log.getLogger(__name__)
+
+#: monasca-api's statistics query: ``select <fn>(value),... from "<name>"
+#: where ... time >= <us>u ... group by time(<period>s)``.
+_STATISTICS = re.compile(
+    r'^select (?P<fns>(?:(?:mean|min|max|count|sum)\(value\),?)+) '
+    r'(?P<rest>\s*from\s+"(?P<name>(?:[^"\\]|\\.)*)".*?'
+    r'time >= (?P<start>-?\d+)u.*?group by time\((?P<period>\d+)s\).*)$',
+    re.S)
+#: A statistic of raw ``value`` -> the same from a tier's fields
+#: (:data:`monasca_persister_dbpt.influx.influxql.TIER_FIELDS`).
+_FROM_TIER = {
+    'mean(value)': 'sum("sum") / sum("count") AS "mean"',
+    'min(value)': 'min("min") AS "min"',
+    'max(value)': 'max("max") AS "max"',
+    'count(value)': 'sum("count") AS "count"',
+    'sum(value)': 'sum("sum") AS "sum"',
+}
+
+
+def tier_for(placement: Placement, period: int, start_us: int,
+             now: float) -> Optional[object]:
+    """The finest tier that can answer a statistics query, or None.
+
+    A tier holds its statistics per interval, so it serves periods that are
+    a whole number of its intervals, from a start older than the raw policy
+    keeps and no older than the tier keeps.
+    """
+    raw = placement.retention
+    if raw is None or raw.hours is None:
+        return None  # the raw data reaches back for ever
+    raw_from = now - raw.hours * 3600
+    if start_us / 1e6 >= raw_from:
+        return None
+    for tier in sorted(placement.tiers, key=lambda t: t.seconds):
+        kept = tier.policy.hours
+        if period < tier.seconds or period % tier.seconds:
+            continue
+        if kept is not None and start_us / 1e6 < now - kept * 3600:
+            continue
+        return tier
+    return None
+
+
+class MetricsRepository(upstream.MetricsRepository):
+    def __init__(self) -> None:
+        conf = cfg.CONF
+        dbpt_conf.register_opts(conf)
+        try:
+            self.placements = PlacementMap.from_conf(conf)
+        except ValueError as exc:
+            LOG.error('monasca-persister-dbpt read driver refuses to start: '
+                      '%s', exc)
+            raise
+        self._clients: dict[Server, InfluxDBClient] = {}
+        self._lock = threading.Lock()
+        self._read_tiers = conf.dbpt.read_tiers
+        super().__init__()
+        self._clients[self.placements.default_server] = self.influxdb_client
+        LOG.info('monasca-persister-dbpt read driver: databases %s%s',
+                 self.placements.describe(),
+                 '; statistics from tiers when older than the raw policy'
+                 if self._read_tiers and self.placements.tiers else '')
+
+    def _client(self, server: Server) -> InfluxDBClient:
+        client = self._clients.get(server)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(server)
+                if client is None:
+                    client = self._clients[server] = InfluxDBClient(
+                        server.host, server.port, server.user,
+                        server.password, ssl=server.ssl,
+                        verify_ssl=server.verify_ssl)
+        return client
+
+    def query_tenant_db(self, query, tenant_id):
+        try:
+            placement = self.placements.place(tenant_id)
+        except InvalidTenantId:
+            return None  # the persister never stores such a tenant
+        if self._read_tiers and placement.tiers:
+            query = self._tiered(query, placement)
+        try:
+            return self._client(placement.server).query(
+                query, database=placement.database)
+        except InfluxDBClientError as ex:
+            if str(ex).startswith(upstream.DATABASE_NOT_FOUND_MSG) and \
+                    self.placements.db_per_tenant:
+                return None
+            raise
+
+    def _tiered(self, query: str, placement: Placement) -> str:
+        found = _STATISTICS.match(query)
+        if not found:
+            return query
+        tier = tier_for(placement, int(found.group('period')),
+                        int(found.group('start')), time.time())
+        if tier is None:
+            return query
+        # Each statistic from what the tier keeps per interval, under the
+        # column name monasca-api expects: exact, not a mean of means.
+        fns = ', '.join(_FROM_TIER[fn] for fn in
+                        found.group('fns').rstrip(',').split(','))
+        name = found.group('name')
+        rest = found.group('rest').replace(
+            'from  "%s"' % name, 'from %s."%s"' % (
+                quote_ident(tier.policy.name), name), 1)
+        return 'select %s %s' % (fns, rest)
+
+    @staticmethod
+    def check_status():
+        """Every configured server answers /ping."""
+        placements = PlacementMap.from_conf(cfg.CONF)
+        for name, server in sorted(placements.servers.items()):
+            try:
+                response = requests.head(server.url + '/ping', timeout=5,
+                                         verify=server.verify_ssl)
+            except requests.RequestException as exc:
+                return False, 'InfluxDB %s (%s): %s' % (name, server.url,
+                                                        exc)
+            if not response.ok:
+                return False, 'InfluxDB %s (%s): HTTP %d' % (
+                    name, server.url, response.status_code)
+        return True, 'OK'
