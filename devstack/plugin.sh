@@ -13,6 +13,19 @@ METRICS_DRIVER=monasca_persister_dbpt.repositories.metrics:MetricsRepository
 ALARMS_DRIVER=monasca_persister_dbpt.repositories.alarm_state_history:AlarmStateHistoryRepository
 UPSTREAM_METRICS_DRIVER=monasca_persister.repositories.influxdb.metrics_repository:MetricInfluxdbRepository
 UPSTREAM_ALARMS_DRIVER=monasca_persister.repositories.influxdb.alarm_state_history_repository:AlarmStateHistInfluxdbRepository
+API_DRIVER=monasca_persister_dbpt.api.metrics_repository:MetricsRepository
+UPSTREAM_API_DRIVER=monasca_api.common.repositories.influxdb.metrics_repository:MetricsRepository
+# [dbpt] options monasca-api's read driver must agree on with the persister.
+DBPT_SHARED_OPTIONS="servers hash_servers database_template tenant_overrides_file retention_overrides retention_tiers tenant_id_pattern"
+
+# Sets [dbpt] <option> in both files when the value is not empty.
+function _dbpt_set_both {
+    local option=$1 value=$2
+    if [[ -n "$value" ]]; then
+        iniset "$MONASCA_PERSISTER_CONF" dbpt "$option" "$value"
+        iniset "$MONASCA_API_CONF" dbpt "$option" "$value"
+    fi
+}
 
 function install_monasca_persister_dbpt {
     if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
@@ -29,14 +42,18 @@ function configure_monasca_persister_dbpt {
     iniset "$conf" influxdb db_per_tenant True
     iniset "$conf" influxdb default_retention_hours "$MONASCA_PERSISTER_DBPT_RETENTION_HOURS"
     iniset "$conf" dbpt commit_guard "$MONASCA_PERSISTER_DBPT_COMMIT_GUARD"
-    if [[ -n "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES" ]]; then
-        iniset "$conf" dbpt retention_overrides "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES"
-    fi
-    if [[ -n "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS" ]]; then
-        iniset "$conf" dbpt retention_tiers "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS"
-    fi
-    if [[ -n "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN" ]]; then
-        iniset "$conf" dbpt tenant_id_pattern "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN"
+    _dbpt_set_both retention_overrides "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES"
+    _dbpt_set_both retention_tiers "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS"
+    _dbpt_set_both tenant_id_pattern "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN"
+    _dbpt_set_both servers "$MONASCA_PERSISTER_DBPT_SERVERS"
+    _dbpt_set_both hash_servers "$MONASCA_PERSISTER_DBPT_HASH_SERVERS"
+    _dbpt_set_both database_template "$MONASCA_PERSISTER_DBPT_TEMPLATE"
+    _dbpt_set_both tenant_overrides_file "$MONASCA_PERSISTER_DBPT_OVERRIDES_FILE"
+    # monasca-api's own driver reads one server and the default template:
+    # anything else needs our read driver.
+    if [[ -n "$MONASCA_PERSISTER_DBPT_SERVERS$MONASCA_PERSISTER_DBPT_TEMPLATE$MONASCA_PERSISTER_DBPT_OVERRIDES_FILE$MONASCA_PERSISTER_DBPT_RETENTION_TIERS" ]]; then
+        iniset "$MONASCA_API_CONF" repositories metrics_driver "$API_DRIVER"
+        iniset "$MONASCA_API_CONF" influxdb default_retention_hours "$MONASCA_PERSISTER_DBPT_RETENTION_HOURS"
     fi
     iniset "$MONASCA_API_CONF" influxdb db_per_tenant True
 }
@@ -58,12 +75,19 @@ function unconfigure_monasca_persister_dbpt {
         inidelete "$conf" influxdb db_per_tenant
         inidelete "$conf" influxdb default_retention_hours
         inidelete "$conf" dbpt commit_guard
-        inidelete "$conf" dbpt retention_overrides
-        inidelete "$conf" dbpt tenant_id_pattern
-        inidelete "$conf" dbpt retention_tiers
     fi
+    local option file
+    for file in "$conf" "$MONASCA_API_CONF"; do
+        if [[ -f "$file" ]]; then
+            for option in $DBPT_SHARED_OPTIONS; do
+                inidelete "$file" dbpt "$option"
+            done
+        fi
+    done
     if [[ -f "$MONASCA_API_CONF" ]]; then
         inidelete "$MONASCA_API_CONF" influxdb db_per_tenant
+        inidelete "$MONASCA_API_CONF" influxdb default_retention_hours
+        iniset "$MONASCA_API_CONF" repositories metrics_driver "$UPSTREAM_API_DRIVER"
     fi
 }
 

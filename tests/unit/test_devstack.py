@@ -86,15 +86,39 @@ def test_post_config_switches_persister_and_api_to_db_per_tenant(confs):
     assert read(confs / 'api.conf')['influxdb']['db_per_tenant'] == 'True'
 
 
+def test_several_servers_switch_monasca_api_to_the_read_driver(confs):
+    run_phase(confs, 'stack', 'post-config',
+              MONASCA_PERSISTER_DBPT_SERVERS='influx2:http://10.0.0.2:8086',
+              MONASCA_PERSISTER_DBPT_HASH_SERVERS='default,influx2',
+              MONASCA_PERSISTER_DBPT_TEMPLATE='t_{tenant_id}')
+    api = read(confs / 'api.conf')
+    persister = read(confs / 'persister.conf')
+    assert api['repositories']['metrics_driver'] == \
+        'monasca_persister_dbpt.api.metrics_repository:MetricsRepository'
+    for option, value in (('servers', 'influx2:http://10.0.0.2:8086'),
+                          ('hash_servers', 'default,influx2'),
+                          ('database_template', 't_{tenant_id}')):
+        assert api['dbpt'][option] == persister['dbpt'][option] == value
+
+
+def test_one_server_keeps_monasca_apis_own_driver(confs):
+    run_phase(confs, 'stack', 'post-config')
+    assert not read(confs / 'api.conf').has_section('repositories')
+
+
 def test_unstack_and_clean_leave_nothing_of_ours(confs):
     run_phase(confs, 'stack', 'post-config',
-              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w')
+              MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES='p1:2w',
+              MONASCA_PERSISTER_DBPT_SERVERS='influx2:http://10.0.0.2:8086')
     run_phase(confs, 'clean')
     persister = read(confs / 'persister.conf')
     assert 'dbpt' not in persister['repositories']['metrics_driver']
     assert 'db_per_tenant' not in persister['influxdb']
     assert not persister.has_section('dbpt') or not dict(persister['dbpt'])
-    assert 'db_per_tenant' not in read(confs / 'api.conf')['influxdb']
+    api = read(confs / 'api.conf')
+    assert 'db_per_tenant' not in api['influxdb']
+    assert not api.has_section('dbpt') or not dict(api['dbpt'])
+    assert 'dbpt' not in api['repositories']['metrics_driver']
     assert 'pip_uninstall monasca-persister-dbpt' in (confs / 'calls').read_text()
 
 
