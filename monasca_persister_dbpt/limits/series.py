@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Callable, Iterable, Optional
 
+from monasca_persister_dbpt.stats import LogThrottle
+
 LOG = logging.getLogger(__name__)
 
 FALSE_POSITIVE = 0.01
@@ -144,6 +146,7 @@ class SeriesCaps:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._pid = None
+        self._log = LogThrottle(logger=LOG)
         #: Tenants dropped to stay in the budget, and seeds that failed.
         self.evicted = 0
         self.seed_failures = 0
@@ -226,9 +229,13 @@ class SeriesCaps:
                 keys = list(self._seed(tenant_id))
             except Exception as exc:  # noqa: BLE001 - retried later
                 self.seed_failures += 1
-                LOG.warning('cannot count the series of tenant %s yet (%s); '
-                            'its new series are admitted meanwhile',
-                            tenant_id, exc)
+                # One line a minute, not one per tenant, when a server is
+                # down for thousands of them.
+                self._log.log('seed', logging.WARNING,
+                              'cannot count the series of tenant %s yet '
+                              '(%s); its new series are admitted meanwhile '
+                              'and the count tried again in %ds', tenant_id,
+                              str(exc)[:300], SEED_RETRY)
                 with self._lock:
                     state = self._tenants.get(tenant_id)
                     if state is not None:

@@ -299,3 +299,18 @@ def test_a_bad_prometheus_address_stops_start_up_naming_it(conf, address):
     conf.set_override('prometheus_address', address, 'dbpt')
     with pytest.raises(ValueError, match=r'\[dbpt\] prometheus_address'):
         MetricsRepository(conf)
+
+
+def test_a_down_server_logs_one_seed_failure_not_one_per_tenant(caplog):
+    def seed(tenant):
+        raise ConnectionError('refused')
+    caps = SeriesCaps(seed=seed)
+    with caplog.at_level(logging.WARNING):
+        for i in range(200):
+            assert caps.admit('t%d' % i, 'k', 10)  # admitted meanwhile
+        deadline = time.monotonic() + 5
+        while caps.seed_failures < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert caps.seed_failures == 200
+    assert len([r for r in caplog.records
+                if 'cannot count the series' in r.getMessage()]) == 1
