@@ -62,7 +62,10 @@ def processed(log_path):
         return 0
 
 
-def run(variant, tenants, payloads, warm, work, batch):
+def run(variant, tenants, payloads, warm, work, batch, watch=None):
+    """One variant; *watch(persister, influx)*, if given, is called when
+    the timed records are produced and returns a callable called when they
+    are written (bench/profile_e2e.py profiles with it)."""
     influx = servers.InfluxServer(os.path.join(work, 'influxd-' +
                                                uuid.uuid4().hex[:6])).start()
     broker = servers.KafkaBroker(os.path.join(work, 'tansu-' +
@@ -90,6 +93,7 @@ def run(variant, tenants, payloads, warm, work, batch):
             time.sleep(0.2)
         produce(broker, 'metrics', payloads)
         start = time.monotonic()
+        done_watching = watch(persister, influx) if watch else None
         peak = 0
         while not done(len(warm) + len(payloads)):
             if time.monotonic() > deadline or not persister.alive():
@@ -99,6 +103,8 @@ def run(variant, tenants, payloads, warm, work, batch):
                                  children(persister.proc.pid)))
             time.sleep(0.1)
         took = time.monotonic() - start
+        if done_watching is not None:
+            done_watching(took)
         per_request = None
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report

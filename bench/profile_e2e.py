@@ -1,0 +1,105 @@
+"""What bounds the real persister end to end: a profile and where CPU goes.
+
+Runs one variant of bench/persister_e2e.py (coalescing by default) and,
+while the timed records are written, samples the persister's worker with
+py-spy (``pip install py-spy``; needs ptrace, root here) and counts the CPU
+seconds of the worker, of influxd and of the broker. Prints the cores each
+used, then the functions the worker spent most samples in (own time, and
+including what they call).
+
+    .venv/bin/python bench/profile_e2e.py --tenants 1000 --records 300000
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from bench.persister_e2e import run  # noqa: E402
+from bench.soak import children  # noqa: E402
+from bench.write_path import cpu_seconds  # noqa: E402
+from tests import records  # noqa: E402
+
+
+def summarize(path, top):
+    own, inclusive = collections.Counter(), collections.Counter()
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip().rpartition(' ')
+            if not count.isdigit():
+                continue
+            n = int(count)
+            frames = [f.split(' (')[0] + ' ' + f.split('/')[-1].rstrip(')')
+                      if '(' in f else f for f in stack.split(';')]
+            total += n
+            own[frames[-1]] += n
+            for frame in set(frames):
+                inclusive[frame] += n
+    print('\n%d samples; own time:' % total)
+    for frame, n in own.most_common(top):
+        print('  %5.1f%%  %s' % (100 * n / total, frame))
+    print('including callees:')
+    for frame, n in inclusive.most_common(top * 2):
+        print('  %5.1f%%  %s' % (100 * n / total, frame))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--tenants', type=int, default=1000)
+    parser.add_argument('--records', type=int, default=300000)
+    parser.add_argument('--batch', type=int, default=20000)
+    parser.add_argument('--variant', default='coalescing')
+    parser.add_argument('--top', type=int, default=15)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix='dbpt-profile-')
+    raw = os.path.join(work, 'py-spy.txt')
+    tenants = ['%032x' % (0xbe0000 + i) for i in range(args.tenants)]
+    start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
+    warm = records.metric_stream(args.tenants, tenants, start_ms - 10 ** 6,
+                                 seed=1, hosts=1, names=1)
+    payloads = records.metric_stream(args.records, tenants, start_ms, seed=2)
+
+    def watch(persister, influx):
+        workers = children(persister.proc.pid)
+        worker = max(workers, key=cpu_seconds)  # the metrics worker
+        exe = os.path.join(os.path.dirname(sys.executable), 'py-spy')
+        spy = subprocess.Popen([exe if os.path.exists(exe) else 'py-spy',
+                                'record', '--pid', str(worker),
+                                '--format', 'raw', '--output', raw,
+                                '--rate', '200', '--nonblocking',
+                                '--threads'],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        pids = {'persister worker': worker, 'influxd': influx.proc.pid}
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+
+        def done(took):
+            used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+            spy.terminate()
+            spy.wait(30)
+            print('%d records in %.1f s (%.0f/s); cores busy: %s' % (
+                len(payloads), took, len(payloads) / took, ', '.join(
+                    '%s %.2f' % (k, v / took) for k, v in used.items())))
+        return done
+    rate, per_request, rss, ceiling = run(args.variant, tenants, payloads,
+                                          warm, work, args.batch, watch)
+    print('%s at %d tenants: %.0f records/s, %.0f points per request, '
+          'ceiling %.0f points/s at that size' % (
+              args.variant, args.tenants, rate, per_request or 0, ceiling))
+    if os.path.exists(raw):
+        summarize(raw, args.top)
+    else:
+        print('py-spy wrote no profile (is it installed, with ptrace?)')
+
+
+if __name__ == '__main__':
+    main()
