@@ -70,6 +70,7 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None):
                                                uuid.uuid4().hex[:6])).start()
     broker = servers.KafkaBroker(os.path.join(work, 'tansu-' +
                                               uuid.uuid4().hex[:6])).start()
+    started = []
     try:
         broker.create_topic('metrics')
         broker.create_topic('alarm-state-transitions')
@@ -82,6 +83,7 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None):
             settings['extra'] = 'max_delay = 0'
         persister = servers.Persister(influx, broker, os.path.join(
             work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
+        started.append(persister)
         stats = os.path.join(persister.dir, 'stats.json.*')
 
         def done(n):
@@ -125,6 +127,8 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None):
                                max(1, int(round(per_request))))
         return len(payloads) / took, per_request, peak / 1024, ceiling
     finally:
+        for persister in started:  # also when a run fails: no orphans
+            persister.stop()
         broker.close()
         influx.close()
 

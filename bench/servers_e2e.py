@@ -54,6 +54,7 @@ def main():
     influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i))
                 .start() for i in range(args.servers)]
     broker = servers.KafkaBroker(os.path.join(work, 'tansu')).start()
+    stop = []
     try:
         broker.create_topic('metrics')
         broker.create_topic('alarm-state-transitions')
@@ -73,6 +74,7 @@ def main():
             batch_size=args.batch, max_wait=5, stats_interval=1,
             extra=extra).start()
         stats = os.path.join(persister.dir, 'stats.json.*')
+        stop.append(persister)
         time.sleep(8)  # the group join, so the first flush is timed alone
         produce(broker, 'metrics', warm)
         started = time.monotonic()
@@ -106,6 +108,8 @@ def main():
                   args.servers + 1, len(moved), 100 * len(moved) /
                   len(tenants), args.servers + 1, 100 / (args.servers + 1)))
     finally:
+        for persister in stop:
+            persister.stop()
         broker.close()
         for influx in influxes:
             influx.close()

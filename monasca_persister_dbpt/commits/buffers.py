@@ -33,7 +33,7 @@ from typing import Optional
 from monasca_persister_dbpt.commits.watermark import Ticket
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.placement import PlacementMap
-from monasca_persister_dbpt.stats import Stats
+from monasca_persister_dbpt.stats import LogThrottle, Stats
 
 LOG = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class TenantBuffers:
         self._failed: Optional[BaseException] = None
         self._timer: Optional[threading.Thread] = None
         self._closed = False
+        # A down server holds thousands of tenants: a line a minute per
+        # server says so, with how many were not logged.
+        self._throttle = LogThrottle(logger=LOG)
         stats.gauge('points_buffered', lambda: self._points)
         stats.gauge('points_held', self.held)
         stats.gauge('oldest_buffered_seconds', self.oldest_age)
@@ -235,8 +238,10 @@ class TenantBuffers:
             if held:
                 self._held_tenants.discard(tenant)
                 self._stats.add(tenant, 'points_replayed', len(lines))
-                LOG.info('%d held points of tenant %s written to %s',
-                         len(lines), tenant, placement.server.url)
+                self._throttle.log(
+                    ('replayed', placement.server), logging.INFO,
+                    '%d held points of tenant %s written to %s',
+                    len(lines), tenant, placement.server.url)
             again = False
             if buf is not None:
                 buf.inflight = 0
@@ -273,10 +278,12 @@ class TenantBuffers:
                 buf.held = True
                 self._held_tenants.add(tenant)
                 self._stats.add(tenant, 'points_held', len(lines))
-                LOG.warning('holding %d points of tenant %s until InfluxDB '
-                            'at %s answers; only the Kafka records behind '
-                            'them wait', len(lines), tenant,
-                            placement.server.url)
+                self._throttle.log(
+                    ('holding', placement.server), logging.WARNING,
+                    'holding %d points of tenant %s until InfluxDB at %s '
+                    'answers; only the Kafka records behind them wait '
+                    '(points_held counts them per tenant)', len(lines),
+                    tenant, placement.server.url)
             buf.delay = min(max(buf.delay * 2, 0.25),
                             self._writer.backoff_max)
             buf.retry_at = time.monotonic() + buf.delay
