@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,14 @@ from bench.persister_e2e import run  # noqa: E402
 from bench.soak import children  # noqa: E402
 from bench.write_path import cpu_seconds  # noqa: E402
 from tests import records  # noqa: E402
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open('/proc/stat') as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def summarize(path, top):
@@ -76,16 +85,19 @@ def main():
                                 'record', '--pid', str(worker),
                                 '--format', 'raw', '--output', raw,
                                 '--rate', '200', '--nonblocking',
-                                '--threads'],
+                                '--threads', '--idle'],
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         pids = {'persister worker': worker, 'influxd': influx.proc.pid}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
+        machine = machine_busy()
 
         def done(took):
             used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
-            spy.terminate()
-            spy.wait(30)
+            busy, total = (a - b for a, b in zip(machine_busy(), machine))
+            used['whole machine'] = busy / total * os.cpu_count() * took
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file then
+            spy.wait(60)
             print('%d records in %.1f s (%.0f/s); cores busy: %s' % (
                 len(payloads), took, len(payloads) / took, ', '.join(
                     '%s %.2f' % (k, v / took) for k, v in used.items())))
