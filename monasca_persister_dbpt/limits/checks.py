@@ -103,16 +103,13 @@ class TenantLimits:
                                 % (size, most))
 
     def take(self, tenant_id: str, limits: Limits) -> None:
-        """Spend one point of the tenant's rate."""
-        if limits.ingestion_rate and not self.rate.take(
-                tenant_id, limits.ingestion_rate, limits.burst):
-            raise self.over_rate(limits)
-
-    @staticmethod
-    def over_rate(limits: Limits) -> LimitExceeded:
-        return LimitExceeded('rate', 'over ingestion_rate %g points/s '
-                             '(burst %d)' % (limits.ingestion_rate,
-                                             limits.burst))
+        """Spend one point of the tenant's rate (callers skip the call
+        when the tenant has none)."""
+        if not self.rate.take(tenant_id, limits.ingestion_rate,
+                              limits.burst):
+            raise LimitExceeded('rate', 'over ingestion_rate %g points/s '
+                                '(burst %d)' % (limits.ingestion_rate,
+                                                limits.burst))
 
     def admit_series(self, tenant_id: str, key: str, limits: Limits) -> None:
         """A series not seen since the driver's cache last held it."""

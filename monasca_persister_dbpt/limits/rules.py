@@ -60,12 +60,6 @@ class Limits:
         return bool(self.max_dimensions or self.max_name_length or
                     self.max_dimension_length)
 
-    def describe(self) -> str:
-        on = ['%s=%g' % (f.name, getattr(self, f.name))
-              for f in dataclasses.fields(self)
-              if f.init and getattr(self, f.name)]
-        return ' '.join(on) or 'none'
-
 
 NAMES = tuple(f.name for f in dataclasses.fields(Limits) if f.init)
 

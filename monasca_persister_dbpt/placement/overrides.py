@@ -85,9 +85,6 @@ class TenantOverrides:
     def settings_of(self, tenant_id: str) -> Mapping[str, object]:
         return self._settings.get(tenant_id, {})
 
-    def __len__(self) -> int:
-        return len(set(self._servers_of) | set(self._settings))
-
     def check(self, force: bool = False) -> None:
         """Re-read the file if it changed (at most every CHECK_EVERY s)."""
         now = time.monotonic()

@@ -106,14 +106,6 @@ class ServerMap:
         # A bad file fails here, at start-up.
         self.overrides = TenantOverrides(overrides_file, self.servers)
 
-    @property
-    def overrides_file(self) -> Optional[str]:
-        return self.overrides.path
-
-    def name_of(self, server: Server) -> str:
-        return next((n for n, s in self.servers.items() if s == server),
-                    server.url)
-
     def hashed(self, tenant_id: str, weights: Optional[Mapping[str, float]]
                = None) -> Server:
         """Where the hash alone puts *tenant_id* (ignoring the file)."""
@@ -128,8 +120,3 @@ class ServerMap:
         if name is not None:
             return self.servers[name]
         return self.hashed(tenant_id)
-
-    def check_file(self) -> None:
-        """Re-read the overrides file if it changed; a bad edit keeps the
-        last good one."""
-        self.overrides.check()

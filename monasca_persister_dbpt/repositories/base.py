@@ -90,6 +90,7 @@ class TenantRepository(Repository):
 
     def __init__(self, conf_obj: cfg.ConfigOpts = cfg.CONF) -> None:
         conf.register_opts(conf_obj)
+        self.conf = conf_obj
         dbpt = conf_obj.dbpt
         try:
             conf.check(conf_obj)

@@ -39,12 +39,10 @@ class MetricsRepository(TenantRepository):
         #: (name, tenant, region, dimensions) -> (key, placement, aged) of
         #: each series that passed its tenant's limits.
         self._series: dict = {}
-        conf_obj = args[0] if args else kwargs.get('conf_obj', cfg.CONF)
         self.limits = TenantLimits.from_conf(
-            conf_obj.dbpt, self.placements, self.writer,
-            workers=_workers(conf_obj))
+            self.conf.dbpt, self.placements, self.writer,
+            workers=_workers(self.conf))
         self._limits_of = self.limits.table
-        self._take = self.limits.rate.take
         # A changed limit applies to series already admitted, too.
         self.placements.tenant_overrides.listeners.append(self._series.clear)
         self.stats.gauge('series_limit_bytes',
@@ -102,9 +100,8 @@ class MetricsRepository(TenantRepository):
         else:
             line = '%s value=%s,value_meta="{}" %s' % (key, value, timestamp)
         # What spends the tenant's allowance comes last.
-        rate = limits.ingestion_rate
-        if rate and not self._take(tenant_id, rate, limits.burst):
-            raise self.limits.over_rate(limits)
+        if limits.ingestion_rate:
+            self.limits.take(tenant_id, limits)
         if new:
             self.limits.admit_series(tenant_id, key, limits)
             if cache_key is not None:
