@@ -176,6 +176,23 @@ def test_a_tenant_never_sees_another_tenants_data(api, influx, two):
     assert influx.databases() == {'t-ta-mon', 't-tc-mon'}
 
 
+def test_an_invalid_tenant_id_reads_nothing_and_queries_no_database(
+        api, influx, two):
+    repo = _repo()
+    for hostile in ('../ta', 'ta"; DROP DATABASE "t-ta-mon', '', 'x' * 300):
+        assert repo.list_metrics(hostile, REGION, None, None, None, 10) \
+            == []
+        assert repo.query_tenant_db('show measurements', hostile) is None
+    assert influx.databases() == {'t-ta-mon', 't-tc-mon'}
+
+
+def test_a_bad_placement_option_stops_the_read_driver_naming_it(
+        api, tmp_path):
+    cfg.CONF.set_override('database_template', 'mon_{tenant}', 'dbpt')
+    with pytest.raises(ValueError, match=r'\[dbpt\] database_template'):
+        _repo()
+
+
 def _statistics(repo, tenant, start, period=600):
     (result,) = repo.metrics_statistics(
         tenant, REGION, 'cpu.idle_perc', {'hostname': tenant + '-h2'},
