@@ -16,6 +16,12 @@ persister.conf (the devstack plugin does).
 With ``[dbpt] read_tiers`` a statistics query whose period is at least a
 tier's interval and whose start is older than the raw policy keeps is
 answered from the finest such tier (see :func:`tier_for`).
+
+While a tenant moves to another server (``monasca-persister-dbpt-migrate
+--rebalance``), its reads go to both: each server answers for its own time
+range and the answers are merged (:mod:`.merge`,
+:mod:`monasca_persister_dbpt.placement.moves`), so a move never shows a
+partial history.
 """
 
 from __future__ import annotations
@@ -28,15 +34,18 @@ from typing import Optional
 import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError
+from influxdb.resultset import ResultSet
 from monasca_api.common.repositories.influxdb import metrics_repository \
     as upstream
 from oslo_config import cfg
 from oslo_log import log
 
 from monasca_persister_dbpt import conf as dbpt_conf
+from monasca_persister_dbpt.api import merge
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.placement import InvalidTenantId, Placement
 from monasca_persister_dbpt.placement import PlacementMap, Server
+from monasca_persister_dbpt.placement import moves
 
 LOG = log.getLogger(__name__)
 
@@ -97,6 +106,11 @@ class MetricsRepository(upstream.MetricsRepository):
         self._read_tiers = conf.dbpt.read_tiers
         super().__init__()
         self._clients[self.placements.default_server] = self.influxdb_client
+        # With one server nothing can move.
+        self.moves = moves.MoveTable(
+            self.placements.servers.values(), self._look,
+            self.placements.tenant_of) \
+            if len(set(self.placements.servers.values())) > 1 else None
         LOG.info('monasca-persister-dbpt read driver: databases %s%s',
                  self.placements.describe(),
                  '; statistics from tiers when older than the raw policy'
@@ -114,21 +128,76 @@ class MetricsRepository(upstream.MetricsRepository):
                         verify_ssl=server.verify_ssl)
         return client
 
+    def _look(self, server: Server) -> tuple[set, list]:
+        """A server's databases and move markers (for the MoveTable)."""
+        client = self._client(server)
+        databases = {row['name'] for row in
+                     client.query('SHOW DATABASES').get_points()}
+        markers = []
+        if moves.DATABASE in databases:
+            markers = moves.parse_markers(client.query(
+                moves.SELECT_MARKERS, database=moves.DATABASE).raw)
+        return databases, markers
+
     def query_tenant_db(self, query, tenant_id):
         try:
             placement = self.placements.place(tenant_id)
         except InvalidTenantId:
             return None  # the persister never stores such a tenant
+        parts = self.moves.parts(tenant_id, placement.server) \
+            if self.moves is not None else ()
+        if len(parts) > 1:
+            merged = self._query_parts(query, placement, parts)
+            if merged is not None:
+                return merged
         if self._read_tiers and placement.tiers:
             query = self._tiered(query, placement)
+        return self._ask(placement.server, query, placement.database)
+
+    def _ask(self, server: Server, query: str, database: str):
         try:
-            return self._client(placement.server).query(
-                query, database=placement.database)
+            return self._client(server).query(query, database=database)
         except InfluxDBClientError as ex:
             if str(ex).startswith(upstream.DATABASE_NOT_FOUND_MSG) and \
                     self.placements.db_per_tenant:
                 return None
             raise
+
+    def _query_parts(self, query: str, placement: Placement,
+                     parts) -> Optional[ResultSet]:
+        """The answer of several servers, each for its own time range, as
+        one server holding everything would give it (None: a query shape
+        this does not know, asked of the tenant's own server)."""
+        lowered = query.lstrip().lower()
+
+        def ask_all(statement, bounded=True):
+            answers = []
+            for part in parts:
+                result = self._ask(part.server, merge.bound(
+                    statement, part.lower, part.upper) if bounded
+                    else statement, placement.database)
+                answers.append(result.raw if result is not None else {})
+            return answers
+        if lowered.startswith('show'):
+            statement, limit, offset = merge.strip_paging(query)
+            raw = merge.merge_show(ask_all(statement, bounded=False), limit,
+                                   offset)
+        elif _STATISTICS.match(query):
+            found = _STATISTICS.match(query)
+            fns = found.group('fns').rstrip(',').split(',')
+            tier = tier_for(placement, int(found.group('period')),
+                            int(found.group('start')), time.time()) \
+                if self._read_tiers and placement.tiers else None
+            statement = self._statistics(found, tier, partial=True)
+            raw = merge.merge_statistics(
+                ask_all(statement), [merge.STAT_COLUMNS[fn] for fn in fns],
+                merge.limit_of(query), merge.slimit_of(query))
+        elif lowered.startswith('select'):
+            raw = merge.merge_rows(ask_all(query), merge.limit_of(query),
+                                   merge.slimit_of(query))
+        else:
+            return None
+        return ResultSet(raw) if 'series' in raw else None
 
     def _tiered(self, query: str, placement: Placement) -> str:
         found = _STATISTICS.match(query)
@@ -138,13 +207,28 @@ class MetricsRepository(upstream.MetricsRepository):
                         int(found.group('start')), time.time())
         if tier is None:
             return query
-        # Each statistic from what the tier keeps per interval, under the
-        # column name monasca-api expects: exact, not a mean of means.
-        fns = ', '.join(_FROM_TIER[fn] for fn in
-                        found.group('fns').rstrip(',').split(','))
-        name = found.group('name')
-        rest = found.group('rest').replace(
-            'from  "%s"' % name, 'from %s."%s"' % (
+        return self._statistics(found, tier)
+
+    @staticmethod
+    def _statistics(found, tier, partial: bool = False) -> str:
+        """A statistics query from *tier* (None: the raw policy), asking
+        either what monasca-api asked or, *partial*, what merges across
+        servers (min, max, count, sum)."""
+        if partial:
+            fns = merge.PARTIAL_TIER if tier is not None else \
+                merge.PARTIAL_RAW
+        elif tier is not None:
+            # Each statistic from what the tier keeps per interval, under
+            # the column name monasca-api expects: exact, not a mean of
+            # means.
+            fns = ', '.join(_FROM_TIER[fn] for fn in
+                            found.group('fns').rstrip(',').split(','))
+        else:
+            fns = found.group('fns')
+        rest = found.group('rest')
+        if tier is not None:
+            name = found.group('name')
+            rest = rest.replace('from  "%s"' % name, 'from %s."%s"' % (
                 quote_ident(tier.policy.name), name), 1)
         return 'select %s %s' % (fns, rest)
 

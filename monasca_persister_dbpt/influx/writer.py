@@ -191,11 +191,13 @@ class InfluxWriter:
 
     def write(self, placement: Placement, lines: Sequence[str],
               precision: str = 'ms', retry_for: Optional[float] = None,
-              fail_fast: bool = True) -> None:
+              fail_fast: bool = True, policy: Optional[str] = None) -> None:
         """Write *lines*; drop only what InfluxDB refuses for good.
 
         *fail_fast* False makes a bounded write try a server marked down
-        anyway (the replay of held points probes it this way).
+        anyway (the replay of held points probes it this way). *policy*
+        writes into a policy other than the database's default (a
+        rebalance copying a tier).
         """
         refused = self._ready(placement, retry_for, fail_fast)
         if refused is not None:
@@ -207,7 +209,7 @@ class InfluxWriter:
             status, text = self.retrying(
                 placement.server, 'writing %d points to %s' % (
                     len(lines), placement.database),
-                lambda: self._post(placement, body, precision),
+                lambda: self._post(placement, body, precision, policy),
                 tenant=placement.tenant_id, retry_for=retry_for,
                 fail_fast=fail_fast)
             if status == 204:
@@ -239,9 +241,9 @@ class InfluxWriter:
                     return
                 half = len(lines) // 2
                 self.write(placement, lines[:half], precision, retry_for,
-                           fail_fast)
+                           fail_fast, policy)
                 self.write(placement, lines[half:], precision, retry_for,
-                           fail_fast)
+                           fail_fast, policy)
                 return
             raise WriteFailed('writing %d points for tenant %s to %s: HTTP '
                               '%s %s' % (len(lines), placement.tenant_id,
@@ -249,12 +251,15 @@ class InfluxWriter:
                                          text.strip()))
 
     def _post(self, placement: Placement, body: bytes,
-              precision: str = 'ms') -> tuple[int, str]:
+              precision: str = 'ms',
+              policy: Optional[str] = None) -> tuple[int, str]:
         """One POST /write; transient faults raise _Transient."""
+        params = {'db': placement.database, 'precision': precision}
+        if policy:
+            params['rp'] = policy
         try:
             response = self.session(placement.server).post(
-                placement.server.url + '/write',
-                params={'db': placement.database, 'precision': precision},
+                placement.server.url + '/write', params=params,
                 data=body, timeout=self._timeout, headers=_OCTETS)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(None, str(exc)) from exc

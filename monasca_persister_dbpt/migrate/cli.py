@@ -30,6 +30,7 @@ from monasca_persister_dbpt.migrate.checkpoint import CheckpointError
 from monasca_persister_dbpt.migrate.copy import Copier, Progress
 from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS, NS, UNIT_NS
 from monasca_persister_dbpt.migrate.plan import Planner
+from monasca_persister_dbpt.migrate.rebalance import Rebalance
 from monasca_persister_dbpt.migrate.verify import verify
 from monasca_persister_dbpt.placement import InvalidDuration
 from monasca_persister_dbpt.placement import InvalidTenantId
@@ -85,6 +86,20 @@ cli_opts = [
     cfg.IntOpt('chunk-points', default=1000000,
                help='Most points one SELECT INTO copies (a time unit is '
                     'never split).'),
+    cfg.BoolOpt('rebalance', default=False,
+                help='Instead of migrating: move every tenant database that '
+                     'lives on a server other than its placement (after a '
+                     'server was added to [dbpt] hash_servers, say) to that '
+                     'server, whole history and every policy, verified.'),
+    cfg.BoolOpt('drop-source', default=False,
+                help='With --rebalance: drop each old copy once its move is '
+                     'verified and the old copy has not changed since.'),
+    cfg.FloatOpt('settle-seconds', default=20.0,
+                 help='With --rebalance: seconds to wait after recording the '
+                      'moves (and again before dropping) so that every '
+                      'monasca-api read driver has seen them (they look '
+                      'every 10 s); 0 when no read driver reads these '
+                      'servers.'),
     cfg.BoolOpt('progress-bar', default=None,
                 help='Progress bar (default: when stderr is a terminal; '
                      'otherwise a log line every 10 s).'),
@@ -176,6 +191,15 @@ def _validate(c) -> list:
     if c.chunk_points < 1:
         raise UsageError('--chunk-points %d: must be positive'
                          % c.chunk_points)
+    if c.drop_source and not c.rebalance:
+        raise UsageError('--drop-source needs --rebalance (the migration '
+                         'never drops its source)')
+    if c.rebalance and (c.verify_only or c.no_verify):
+        raise UsageError('--rebalance always verifies every move: drop '
+                         '--verify-only/--no-verify')
+    if not 0 <= c.settle_seconds <= 3600:
+        raise UsageError('--settle-seconds %s: use 0 to 3600'
+                         % c.settle_seconds)
     skip = []
     for value in c.migrate_skip_regex:
         for pattern in split_patterns(value):
@@ -247,11 +271,37 @@ def main(argv: Optional[list] = None) -> int:
         print('monasca-persister-dbpt-migrate: note: the config file sets no '
               '[influxdb] ip_address; using %s' % placements.default_server.url,
               file=sys.stderr)
+    if conf.rebalance:
+        return _rebalance(conf, placements)
     migration = Migration(conf, placements, skip)
     try:
         return migration.run()
     except KeyboardInterrupt:
         return migration.interrupted()
+    except CheckpointError as exc:
+        return _error(str(exc), 2)
+    except (WriteFailed, SchemaError, RuntimeError) as exc:
+        return _error(str(exc), 1)
+
+
+def _writer(conf) -> InfluxWriter:
+    return InfluxWriter(
+        concurrency=1, request_timeout=max(conf.dbpt.request_timeout, 600.0),
+        retry_timeout=DRY_RUN_WAIT if conf.dry_run
+        else conf.dbpt.retry_timeout,
+        backoff_max=conf.dbpt.retry_backoff_max)
+
+
+def _rebalance(conf, placements: PlacementMap) -> int:
+    rebalance = Rebalance(conf, placements, _writer(conf))
+    try:
+        return rebalance.run()
+    except KeyboardInterrupt:
+        rebalance.checkpoint.close()
+        print('\ninterrupted; nothing is dropped before its move is '
+              'verified: run the same command again to go on',
+              file=sys.stderr)
+        return 130
     except CheckpointError as exc:
         return _error(str(exc), 2)
     except (WriteFailed, SchemaError, RuntimeError) as exc:
@@ -264,12 +314,7 @@ class Migration:
         self.placements = placements
         self.source = conf.influxdb.database_name
         self.server = placements.default_server
-        self.writer = InfluxWriter(
-            concurrency=1, request_timeout=max(conf.dbpt.request_timeout,
-                                               600.0),
-            retry_timeout=DRY_RUN_WAIT if conf.dry_run
-            else conf.dbpt.retry_timeout,
-            backoff_max=conf.dbpt.retry_backoff_max)
+        self.writer = _writer(conf)
         self.checkpoint = Checkpoint(conf.checkpoint, identity={
             'server': self.server.url, 'source': self.source,
             'target': placements.database_for('<tenant>'),

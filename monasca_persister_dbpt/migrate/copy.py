@@ -232,9 +232,7 @@ class Copier:
             with self._lock:
                 self.written += written
             return written
-        target_rp = self.placements.target_policy(chunk.tenant_id,
-                                                  chunk.source_rp)
-        statement = copy_statement(source, job, target_rp)
+        statement = copy_statement(source, job, chunk.target_rp)
         counted = sum(c.points for c in job)
         for attempt in range(3):
             results = self.writer.run(self.source_server, statement)

@@ -54,12 +54,19 @@ class Chunk:
     #: (unit start, count) of the units this chunk covers, as counted at
     #: plan time; the checkpoint records them.
     units: tuple = ()
+    #: The target database's policy that receives the points; None is its
+    #: default policy (see Planner.target_policy).
+    target_rp: Optional[str] = None
+    #: The source server's URL when several sources share a checkpoint
+    #: (a rebalance); empty for the migration.
+    origin: str = ''
 
     @property
     def key(self) -> str:
         """Identity in the checkpoint (without the interval)."""
-        return '\x1f'.join((self.source_rp, self.measurement, self.tenant_id,
-                            self.placement.database))
+        parts = (self.source_rp, self.measurement, self.tenant_id,
+                 self.placement.database)
+        return '\x1f'.join(parts + (self.origin,) if self.origin else parts)
 
 
 @dataclasses.dataclass
@@ -120,6 +127,8 @@ class Planner:
                  chunk_points: int = 1_000_000,
                  plan_time: Optional[int] = None, workers: int = 1) -> None:
         self.workers = workers
+        #: Set by a rebalance: the source server's URL (see Chunk.origin).
+        self.origin = ''
         self._run = run            # callable(statement) -> results
         self.placements = placements
         self.source = source
@@ -157,12 +166,30 @@ class Planner:
         return '%s.%s.%s' % (quote_ident(self.source), quote_ident(rp),
                              quote_ident(measurement))
 
-    def lower_for(self, placement: Placement) -> int:
+    def target_policy(self, placement: Placement,
+                      source_rp: str) -> Optional[str]:
+        """The policy of the tenant database that receives *source_rp*'s
+        points; None is the database's default policy, the one the
+        persister writes and monasca-api reads (the migration's shared
+        source has no tiers: every policy of it goes there)."""
+        return None
+
+    def target_hours(self, placement: Placement,
+                     source_rp: str) -> Optional[int]:
+        """How long the receiving policy keeps points (None: for ever)."""
+        return placement.retention.hours if placement.retention else None
+
+    def accepts(self, tenant_id: str) -> Optional[str]:
+        """Why points of *tenant_id* in the source are not copied, or None
+        (the migration copies every tenant the mapping accepts)."""
+        return None
+
+    def lower_for(self, placement: Placement, source_rp: str = '') -> int:
         """Start of the range for a tenant: older points would only be
         dropped by its target policy."""
-        if placement.retention and placement.retention.hours:
-            return max(self.lower, self.plan_time -
-                       placement.retention.hours * 3600 * NS)
+        hours = self.target_hours(placement, source_rp)
+        if hours:
+            return max(self.lower, self.plan_time - hours * 3600 * NS)
         return self.lower
 
     def policies(self) -> list[str]:
@@ -181,20 +208,29 @@ class Planner:
                 kept.append(name)
         return kept
 
-    def tenant_tag(self, measurement: str) -> Optional[str]:
+    def _from(self, measurement: str, rp: Optional[str]) -> str:
+        # With a policy: SHOW ... without one answers for the default
+        # policy only, and a tier may hold what the raw policy no longer
+        # does.
+        return '%s.%s' % (quote_ident(rp), quote_ident(measurement)) if rp \
+            else quote_ident(measurement)
+
+    def tenant_tag(self, measurement: str,
+                   rp: Optional[str] = None) -> Optional[str]:
         keys = {r['tagKey'] for r in self.rows(
             'SHOW TAG KEYS ON %s FROM %s' % (quote_ident(self.source),
-                                              quote_ident(measurement)))}
+                                              self._from(measurement, rp)))}
         return next((t for t in TENANT_TAGS if t in keys), None)
 
-    def field_types(self, measurement: str) -> tuple:
+    def field_types(self, measurement: str, rp: Optional[str] = None) -> tuple:
         """``((name, type), ...)`` of a measurement, sorted."""
         return tuple(sorted((r['fieldKey'], r['fieldType']) for r in self.rows(
             'SHOW FIELD KEYS ON %s FROM %s' % (quote_ident(self.source),
-                                                quote_ident(measurement)))))
+                                                self._from(measurement, rp)))))
 
-    def count_field(self, measurement: str) -> Optional[str]:
-        fields = [name for name, _ in self.field_types(measurement)]
+    def count_field(self, measurement: str,
+                    rp: Optional[str] = None) -> Optional[str]:
+        fields = [name for name, _ in self.field_types(measurement, rp)]
         if 'value' in fields:
             return 'value'
         return fields[0] if fields else None
@@ -292,13 +328,15 @@ class Planner:
                 quote_ident(tenant_tag)))]
 
     def _plan_measurement(self, plan, rp, measurement, done, force) -> None:
-        tenant_tag = self.tenant_tag(measurement)
+        fields = self.field_types(measurement, rp)
+        if not fields:
+            return  # nothing of it in this policy
+        tenant_tag = self.tenant_tag(measurement, rp)
         if tenant_tag is None:
             plan.untagged.append(measurement)
             LOG.warning('measurement %r has no _tenant_id or tenant_id tag: '
                         'left in place', measurement)
             return
-        fields = self.field_types(measurement)
         field = next((n for n, _ in fields if n == 'value'),
                      fields[0][0] if fields else None)
         if field is None:
@@ -313,15 +351,20 @@ class Planner:
             except InvalidTenantId as exc:
                 plan.refused_tenants.setdefault(tenant, str(exc))
                 continue
-            if placement.database == self.source:
-                plan.refused_tenants.setdefault(
-                    tenant, 'tenant %r maps to the source database itself'
-                    % tenant)
+            refused = self.accepts(tenant)
+            if refused is None and placement.database == self.source and \
+                    not self.origin:
+                refused = 'tenant %r maps to the source database itself' \
+                    % tenant
+            if refused is not None:
+                plan.refused_tenants.setdefault(tenant, refused)
                 continue
             proto = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
-                          placement, fields)
+                          placement, fields,
+                          target_rp=self.target_policy(placement, rp),
+                          origin=self.origin)
             recorded = done.get(proto.key, {})
-            lower = self.lower_for(placement)
+            lower = self.lower_for(placement, rp)
             if lower > span[0]:
                 # Older points would only be dropped by the tenant's
                 # policy: count from where its copy starts.

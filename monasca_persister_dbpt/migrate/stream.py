@@ -44,21 +44,25 @@ class Streamer:
         self.source = source
         self._types: dict = {}
 
-    def _field_types(self, measurement: str) -> dict:
-        types = self._types.get(measurement)
+    def _field_types(self, rp: str, measurement: str) -> dict:
+        # Per policy: a tier keeps count as an integer where the raw
+        # policy has no such field, and SHOW FIELD KEYS without a policy
+        # answers for the default one only.
+        types = self._types.get((rp, measurement))
         if types is None:
             result = self.writer.run(self.source_server,
-                                     'SHOW FIELD KEYS ON %s FROM %s' % (
+                                     'SHOW FIELD KEYS ON %s FROM %s.%s' % (
                                          quote_ident(self.source),
+                                         quote_ident(rp),
                                          quote_ident(measurement)))[0]
             types = {v[0]: v[1] for s in result.get('series', [])
                      for v in s.get('values') or []}
-            self._types[measurement] = types
+            self._types[(rp, measurement)] = types
         return types
 
     def copy(self, chunk) -> int:
         """Copy one chunk; returns the points written."""
-        types = self._field_types(chunk.measurement)
+        types = self._field_types(chunk.source_rp, chunk.measurement)
         statement = ('SELECT * FROM %s.%s.%s WHERE %s = %s AND time >= %d AND '
                      'time < %d GROUP BY *' % (
                          quote_ident(self.source),
@@ -97,7 +101,8 @@ class Streamer:
         # Bounded, so that once a target server has run out of retries the
         # later chunks for it fail at once and the other servers' go on.
         self.writer.write(chunk.placement, lines, precision='ns',
-                          retry_for=self.writer.retry_timeout)
+                          retry_for=self.writer.retry_timeout,
+                          policy=chunk.target_rp)
 
     @staticmethod
     def _lines(measurement: str, series: dict, types: dict) -> list:

@@ -68,12 +68,15 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
            ) -> Report:
     """Compare the source and the targets over the planned range.
 
-    *run_target* is callable(placement, statement) -> results.
+    *run_target* is callable(placement, statement) -> results. Each source
+    policy is compared with the target policy the planner sends it to
+    (the migration: all to the default; a rebalance: each to its own).
     """
     now_ns = now_ns if now_ns is not None else time.time_ns()
     unit = '1' + planner.unit
-    # (measurement, tenant) -> {unit: Counter(field -> count)}, summed over
-    # the source policies, and the policies that contributed.
+    # (measurement, tenant, target policy) -> {unit: Counter(field ->
+    # count)}, summed over the source policies, and the policies that
+    # contributed.
     want: dict = collections.defaultdict(
         lambda: collections.defaultdict(collections.Counter))
     policies_of: dict = collections.defaultdict(set)
@@ -81,8 +84,8 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
     measurements = planner.measurements()
     for rp in planner.policies():
         for measurement in measurements:
-            tag = planner.tenant_tag(measurement)
-            field = planner.count_field(measurement)
+            field = planner.count_field(measurement, rp)
+            tag = planner.tenant_tag(measurement, rp) if field else None
             if tag is None or field is None:
                 continue
             span = planner._span(rp, measurement, field, planner.lower,
@@ -104,15 +107,20 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                 except InvalidTenantId:
                     bounded[tenant] = None
                     continue
-                if placement.database == planner.source:
+                if planner.accepts(tenant) is not None or (
+                        placement.database == planner.source and
+                        not planner.origin):
                     bounded[tenant] = None
                     continue
-                lower = _lower(planner, placement, now_ns)
-                bounded[tenant] = (placement, lower)
-                seen = where.get((measurement, tenant))
+                lower = _lower(planner, placement, rp, now_ns)
+                target_rp = planner.target_policy(placement, rp)
+                key = (measurement, tenant, target_rp)
+                bounded[tenant] = (placement, lower, key)
+                seen = where.get(key)
                 both = span if seen is None else (min(seen[2][0], span[0]),
                                                   max(seen[2][1], span[1]))
-                where[(measurement, tenant)] = (placement, tag, both, lower)
+                lowest = lower if seen is None else min(seen[3], lower)
+                where[key] = (placement, tag, both, lowest)
                 if lower > span[0]:
                     # Count this tenant again from its retention edge.
                     again = _counts(planner.rows(
@@ -121,14 +129,14 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                             source, quote_ident(tag), quote_literal(tenant),
                             lower, span[1], unit)), None)
                     for (_, t), fields in again.items():
-                        want[(measurement, tenant)][t].update(fields)
-                        policies_of[(measurement, tenant, t)].add(rp)
+                        want[key][t].update(fields)
+                        policies_of[key + (t,)].add(rp)
             for (tenant, t), fields in counted.items():
                 info = bounded.get(tenant)
                 if info is None or info[1] > span[0]:
                     continue
-                want[(measurement, tenant)][t].update(fields)
-                policies_of[(measurement, tenant, t)].add(rp)
+                want[info[2]][t].update(fields)
+                policies_of[info[2] + (t,)].add(rp)
     report = Report()
     by_db: dict = collections.defaultdict(list)
     for key, (placement, *_) in where.items():
@@ -136,9 +144,9 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
     for (_, database), keys in by_db.items():
         placement = where[keys[0]][0]
         statements = []
-        for measurement, tenant in keys:
-            _, tag, span, lower = where[(measurement, tenant)]
-            policy = planner.placements.target_policy(tenant, '')
+        for key in keys:
+            measurement, tenant, policy = key
+            _, tag, span, lower = where[key]
             statements.append(
                 'SELECT count(*) FROM %s.%s.%s WHERE %s = %s AND time >= %d '
                 'AND time <= %d GROUP BY time(%s) fill(none)' % (
@@ -148,29 +156,29 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                     quote_literal(tenant), max(span[0], lower), span[1],
                     unit))
         results = run_target(placement, ';'.join(statements))
-        for (measurement, tenant), result in zip(keys, results):
+        for key, result in zip(keys, results):
             if 'error' in result and 'not found' not in result['error']:
                 raise RuntimeError('verifying %s: %s' % (database,
                                                          result['error']))
             got = _counts([dict(zip(s['columns'], v))
                            for s in result.get('series') or []
                            for v in s.get('values') or []], None)
-            _compare(report, planner, placement, measurement, tenant,
-                     want[(measurement, tenant)],
+            _compare(report, planner, placement, key, want[key],
                      {t: f for (_, t), f in got.items()}, policies_of)
     return report
 
 
-def _lower(planner: Planner, placement, now_ns: int) -> int:
-    rp = placement.retention
-    if rp is None or not rp.hours:
+def _lower(planner: Planner, placement, source_rp: str, now_ns: int) -> int:
+    hours = planner.target_hours(placement, source_rp)
+    if not hours:
         return planner.lower
-    return max(planner.lower, now_ns - rp.hours * 3600 * NS +
+    return max(planner.lower, now_ns - hours * 3600 * NS +
                RETENTION_MARGIN * NS)
 
 
-def _compare(report, planner, placement, measurement, tenant, want, got,
+def _compare(report, planner, placement, key, want, got,
              policies_of) -> None:
+    measurement, tenant, policy = key
     source = sum(max(f.values()) for f in want.values())
     target = sum(max(got[t].values()) if t in got else 0 for t in want)
     short = [(t, field) for t, fields in sorted(want.items())
@@ -178,14 +186,14 @@ def _compare(report, planner, placement, measurement, tenant, want, got,
     report.checked += 1
     report.source_points += source
     report.target_points += target
-    entry = Mismatch(measurement, tenant, placement.database, '(default)',
-                     source, target, short)
+    entry = Mismatch(measurement, tenant, placement.database,
+                     policy or '(default)', source, target, short)
     if short:
         report.mismatches.append(entry)
         for t, _ in short:
-            for rp in policies_of[(measurement, tenant, t)]:
-                key = Chunk(rp, measurement, '', tenant, 0, 0, 0,
-                            placement).key
-                report.repair.add((key, t))
+            for rp in policies_of[key + (t,)]:
+                report.repair.add((Chunk(rp, measurement, '', tenant, 0, 0,
+                                         0, placement,
+                                         origin=planner.origin).key, t))
     elif target > source:
         report.extra.append(entry)

@@ -170,6 +170,10 @@ class PlacementMap:
             return self.database_name
         return self.tenants.database(tenant_id)
 
+    def tenant_of(self, database: str) -> Optional[str]:
+        """The tenant a per-tenant database belongs to, or None."""
+        return self.tenants.tenant_of(database)
+
     def retention_for(self, tenant_id: str) -> Optional[RetentionPolicy]:
         return self.retention.policy_for(tenant_id)
 
@@ -178,13 +182,6 @@ class PlacementMap:
 
     def server_for(self, tenant_id: str) -> Server:
         return self.server_map.server_for(tenant_id)
-
-    def target_policy(self, tenant_id: str,
-                      source_policy: str) -> Optional[str]:
-        """The policy of the tenant database that receives *source_policy*'s
-        points when migrating; None is the database's default policy, the
-        one the persister writes and monasca-api reads."""
-        return None
 
     def place(self, tenant_id: str) -> Placement:
         """Where *tenant_id*'s data lives; raises InvalidTenantId."""

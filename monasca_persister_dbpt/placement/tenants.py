@@ -24,9 +24,12 @@ _MAX_NAME_BYTES = 255
 #: is fixed for the whole deployment, so the name stays a one-to-one
 #: function of the tenant id.
 TEMPLATE_PLACEHOLDERS = ('database_name',)
-#: Databases no tenant is ever written to: InfluxDB's own, and (added per
-#: mapping) the shared database the migration reads from.
-RESERVED_DATABASES = frozenset({'_internal'})
+#: Where a rebalance records its moves (see :mod:`.moves`), on each target
+#: server.
+MOVES_DATABASE = '_dbpt_moves'
+#: Databases no tenant is ever written to: InfluxDB's own, ours, and (added
+#: per mapping) the shared database the migration reads from.
+RESERVED_DATABASES = frozenset({'_internal', MOVES_DATABASE})
 
 
 def check_database_name(name: str) -> None:
@@ -141,6 +144,22 @@ class TenantIds:
 
     def database(self, tenant_id: str) -> str:
         return self.prefix + tenant_id + self.suffix
+
+    def tenant_of(self, database: str):
+        """The tenant whose database *database* is, or None: the template
+        is one-to-one, so the name alone says it."""
+        if database in self.reserved or len(database) <= \
+                len(self.prefix) + len(self.suffix) or \
+                not database.startswith(self.prefix) or \
+                not database.endswith(self.suffix):
+            return None
+        tenant_id = database[len(self.prefix):len(database) -
+                             len(self.suffix)]
+        try:
+            self.validate(tenant_id)
+        except InvalidTenantId:
+            return None
+        return tenant_id if self.database(tenant_id) == database else None
 
     def checked_database(self, tenant_id: str) -> str:
         """The tenant's database; InvalidTenantId if it cannot be one."""

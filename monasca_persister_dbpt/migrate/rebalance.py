@@ -1,0 +1,350 @@
+"""``--rebalance``: move every tenant database to the server its placement
+names now (after a server was added, a weight or the overrides file
+changed).
+
+Each run repeats every step, and each step is idempotent:
+
+1. *find*: every server's tenant databases (the database template read
+   backwards) that live on a server other than the tenant's placement;
+2. *mark*: a ``copying`` marker with the split time on the target (see
+   :mod:`monasca_persister_dbpt.placement.moves`), then a wait so that the
+   monasca-api read drivers see it before anything is copied;
+3. *copy*: the migration's planner and streaming copy from that database
+   on the old server, every policy into the same policy of the new one
+   (a tier into that tier, the old default into the new default),
+   checkpointed;
+4. *verify*: point counts per field, time unit, measurement and policy;
+   what is short is copied again;
+5. *mark verified*; with ``--drop-source``, after another wait for the
+   readers and a last count that finds the source unchanged, drop the old
+   database.
+
+A move that fails leaves its source as it was and makes the run exit 1.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from typing import Optional
+
+from monasca_persister_dbpt.influx.influxql import quote_ident
+from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
+from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
+from monasca_persister_dbpt.migrate.copy import Copier, Progress
+from monasca_persister_dbpt.migrate.plan import MIN_NS, Planner
+from monasca_persister_dbpt.migrate.verify import verify
+from monasca_persister_dbpt.placement import Placement, PlacementMap, Server
+from monasca_persister_dbpt.placement import moves
+
+LOG = logging.getLogger(__name__)
+
+#: Rounds of repair per move (as the migration).
+REPAIR_ROUNDS = 2
+#: Default wait for readers to see a marker: two of their refreshes.
+SETTLE_SECONDS = 2 * moves.REFRESH_EVERY
+
+
+@dataclasses.dataclass(frozen=True)
+class MoveJob:
+    tenant_id: str
+    database: str
+    source: Server
+    placement: Placement
+
+    def __str__(self) -> str:
+        return 'tenant %s (%s): %s -> %s' % (
+            self.tenant_id, quote_ident(self.database), self.source.url,
+            self.placement.server.url)
+
+
+class MovePlanner(Planner):
+    """The migration's planner over one tenant database on its old server:
+    only that tenant's points, the whole history, each policy to its own."""
+
+    def __init__(self, run, placements: PlacementMap, job: MoveJob,
+                 **kwargs) -> None:
+        super().__init__(run, placements, job.database, start_offset=0,
+                         end_offset=0, **kwargs)
+        self.job = job
+        self.origin = job.source.url
+        self.lower = MIN_NS
+
+    def _tier_policy(self, placement: Placement, source_rp: str):
+        return next((t.policy for t in placement.tiers
+                     if t.policy.name == source_rp), None)
+
+    def target_policy(self, placement: Placement,
+                      source_rp: str) -> Optional[str]:
+        policy = self._tier_policy(placement, source_rp)
+        return policy.name if policy is not None else None
+
+    def target_hours(self, placement: Placement,
+                     source_rp: str) -> Optional[int]:
+        policy = self._tier_policy(placement, source_rp)
+        if policy is not None:
+            return policy.hours
+        return super().target_hours(placement, source_rp)
+
+    def accepts(self, tenant_id: str) -> Optional[str]:
+        if tenant_id == self.job.tenant_id:
+            return None
+        return ('points of tenant %r in the database of tenant %r: left in '
+                'place' % (tenant_id, self.job.tenant_id))
+
+    def earliest(self) -> Optional[int]:
+        """The time of the oldest point in the database, any policy."""
+        first = None
+        measurements = self.measurements()
+        for rp in self.policies():
+            for measurement in measurements:
+                field = self.count_field(measurement, rp)
+                if field is None:
+                    continue
+                span = self._span(rp, measurement, field, MIN_NS,
+                                  2 ** 63 - 1)
+                if span is not None and (first is None or span[0] < first):
+                    first = span[0]
+        return first
+
+
+class Rebalance:
+    def __init__(self, conf, placements: PlacementMap,
+                 writer: InfluxWriter) -> None:
+        self.conf = conf
+        self.placements = placements
+        self.writer = writer
+        self.settle = conf.settle_seconds
+        path = conf.checkpoint
+        if path == 'migrate-checkpoint.jsonl':  # the migration's default
+            path = 'rebalance-checkpoint.jsonl'
+        self.checkpoint_path = path
+        self.checkpoint = Checkpoint(path, identity={
+            'rebalance': placements.database_for('<tenant>'),
+            'unit': conf.migrate_time_unit})
+        self._lock = threading.Lock()
+        self._marked: set = set()
+        self.progress: Optional[Progress] = None
+
+    # -- find --------------------------------------------------------------
+    def servers(self) -> list[Server]:
+        return sorted(set(self.placements.servers.values()),
+                      key=lambda s: s.url)
+
+    def databases(self, server: Server) -> list[str]:
+        result = self.writer.run(server, 'SHOW DATABASES')[0]
+        return [row[0] for s in result.get('series') or ()
+                for row in s.get('values') or ()]
+
+    def find(self) -> tuple[list[MoveJob], list[str]]:
+        """The moves, and the servers that could not be asked."""
+        jobs, unreachable = [], []
+        for server in self.servers():
+            try:
+                names = self.databases(server)
+            except WriteFailed as exc:
+                unreachable.append('%s: %s' % (server.url, exc))
+                continue
+            for database in names:
+                tenant = self.placements.tenant_of(database)
+                if tenant is None:
+                    continue
+                placement = self.placements.place(tenant)
+                if placement.server != server:
+                    jobs.append(MoveJob(tenant, database, server, placement))
+        return jobs, unreachable
+
+    # -- markers -----------------------------------------------------------
+    def _markers(self, server: Server) -> dict:
+        result = self.writer.run(server, 'SHOW DATABASES')[0]
+        names = {row[0] for s in result.get('series') or ()
+                 for row in s.get('values') or ()}
+        if moves.DATABASE not in names:
+            return {}
+        result = self.writer.query(server, moves.SELECT_MARKERS.replace(
+            'FROM ', 'FROM %s..' % quote_ident(moves.DATABASE), 1))[0]
+        return {(m.tenant_id, m.source): m
+                for m in moves.parse_markers(result)}
+
+    def mark(self, job: MoveJob, state: str, split: int) -> None:
+        server = job.placement.server
+        with self._lock:
+            if server not in self._marked:
+                self.writer.run(server, 'CREATE DATABASE %s'
+                                % quote_ident(moves.DATABASE))
+                self._marked.add(server)
+        line = moves.marker_line(moves.Move(job.tenant_id, job.source.url,
+                                            split, state))
+        response = self.writer.session(server).post(
+            server.url + '/write', params={'db': moves.DATABASE,
+                                           'precision': 'ns'},
+            data=line.encode('utf-8'), timeout=30)
+        if response.status_code != 204:
+            raise WriteFailed('recording the move of %s on %s: HTTP %d %s'
+                              % (job.tenant_id, server.url,
+                                 response.status_code, response.text[:300]))
+
+    def split_of(self, job: MoveJob, markers: dict) -> int:
+        """Where reads divide: the marker's, or the oldest point the new
+        server holds now (what the persister wrote there since the map
+        changed), or now."""
+        known = markers.get((job.tenant_id, job.source.url))
+        if known is not None:
+            return known.split
+        target = MovePlanner(lambda q: self.writer.run(job.placement.server,
+                                                       q),
+                             self.placements, job)
+        try:
+            first = target.earliest()
+        except RuntimeError as exc:
+            if 'database not found' not in str(exc):
+                raise
+            first = None
+        return first if first is not None else time.time_ns()
+
+    # -- one move ----------------------------------------------------------
+    def planner(self, job: MoveJob) -> MovePlanner:
+        return MovePlanner(lambda q: self.writer.run(job.source, q),
+                           self.placements, job,
+                           unit=self.conf.migrate_time_unit,
+                           chunk_points=self.conf.chunk_points)
+
+    def move(self, job: MoveJob) -> Optional[str]:
+        """Copy and verify one move; None when verified, else why not."""
+        planner = self.planner(job)
+        plan = planner.build(self.checkpoint.load())
+        if plan.refused_tenants or plan.untagged:
+            return 'not moved: %s' % '; '.join(
+                list(plan.refused_tenants.values()) +
+                ['points without a tenant tag in %r' % m
+                 for m in sorted(set(plan.untagged))])
+        for _ in range(REPAIR_ROUNDS + 1):
+            copier = Copier(self.writer, self.placements, job.source,
+                            self.checkpoint, workers=1,
+                            chunk_points=self.conf.chunk_points)
+            copier.run(plan, _Share(self.progress))
+            if copier.failures:
+                return 'copy failed: %s' % copier.failures[0][1][:300]
+            report = verify(planner,
+                            lambda p, q: self.writer.run(p.server, q))
+            if not report.mismatches:
+                return None
+            plan = planner.build(self.checkpoint.load(), force=report.repair)
+        m = report.mismatches[0]
+        return ('verification failed: %d pair(s) short, first %s policy %s: '
+                'source %d, target %d' % (len(report.mismatches),
+                                          m.measurement, m.target_policy,
+                                          m.source, m.target))
+
+    def drop(self, job: MoveJob) -> Optional[str]:
+        """Drop the verified source unless it changed since; None when
+        dropped, else why not."""
+        planner = self.planner(job)
+        changed = planner.build(self.checkpoint.load())
+        if changed.chunks:
+            return ('not dropped: the source holds %d point(s) not copied '
+                    'yet (does a persister still write there with the old '
+                    'map?); run --rebalance again' % changed.points)
+        result = self.writer.run(job.source, 'DROP DATABASE %s'
+                                 % quote_ident(job.database))[0]
+        if 'error' in result:
+            return 'not dropped: %s' % result['error']
+        LOG.info('dropped %s on %s: moved to %s', job.database,
+                 job.source.url, job.placement.server.url)
+        return None
+
+    # -- the run -----------------------------------------------------------
+    def run(self) -> int:
+        c = self.conf
+        jobs, unreachable = self.find()
+        for text in unreachable:
+            print('cannot look for tenant databases on %s' % text)
+        lines = ['rebalance: %d tenant database(s) on a server other than '
+                 'their placement' % len(jobs)]
+        lines += ['  move %s' % job for job in jobs]
+        for line in lines:
+            LOG.info(line)
+        print('\n'.join(lines))
+        if c.dry_run or not jobs:
+            return 1 if unreachable else 0
+        self.checkpoint.acquire()
+        if c.restart:
+            self.checkpoint.reset()
+        failed: dict[MoveJob, str] = {}
+        markers: dict = {}
+        for server in {job.placement.server for job in jobs}:
+            for (tenant, source), m in self._markers(server).items():
+                markers[(tenant, source)] = m
+        splits: dict[MoveJob, int] = {}
+        for job in jobs:
+            try:
+                splits[job] = self.split_of(job, markers)
+                self.mark(job, moves.COPYING, splits[job])
+            except (WriteFailed, RuntimeError) as exc:
+                failed[job] = 'not started: %s' % exc
+        self._wait('the markers')
+        started = [job for job in jobs if job not in failed]
+        self.progress = Progress(0, len(started), bar=c.progress_bar)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(c.workers) as pool:
+                for job, why in zip(started, pool.map(self._guarded,
+                                                      started)):
+                    self.progress.advance(0, 1)
+                    if why is not None:
+                        failed[job] = why
+        finally:
+            self.progress.close()
+        verified = [job for job in started if job not in failed]
+        for job in verified:
+            self.mark(job, moves.VERIFIED, splits[job])
+        dropped = 0
+        if c.drop_source and verified:
+            self._wait('the verified markers')
+            for job in verified:
+                why = self.drop(job)
+                if why is None:
+                    dropped += 1
+                else:
+                    failed[job] = why
+        self.checkpoint.close()
+        summary = ('rebalance: %d of %d move(s) verified%s; %d failed' % (
+            len(verified), len(jobs), ', %d source(s) dropped' % dropped
+            if c.drop_source else ' (sources kept: --drop-source drops '
+            'them)', len(failed)))
+        LOG.info(summary)
+        print(summary)
+        for job, why in sorted(failed.items(), key=lambda kv: str(kv[0])):
+            print('failed %s: %s' % (job, why))
+            LOG.error('failed %s: %s', job, why)
+        if failed:
+            print('run the same command again to retry what failed')
+        return 1 if failed or unreachable else 0
+
+    def _guarded(self, job: MoveJob) -> Optional[str]:
+        try:
+            return self.move(job)
+        except (WriteFailed, RuntimeError) as exc:
+            return str(exc)[:500]
+
+    def _wait(self, what: str) -> None:
+        if self.settle > 0:
+            LOG.info('waiting %.0f s for the readers to see %s',
+                     self.settle, what)
+            time.sleep(self.settle)
+
+
+class _Share:
+    """One move's progress, added to the run's."""
+
+    def __init__(self, progress: Optional[Progress]) -> None:
+        self._progress = progress
+
+    def advance(self, points: int, chunks: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(points, 0)
+
+    def close(self) -> None:
+        pass
