@@ -170,12 +170,12 @@ class MetricsRepository(upstream.MetricsRepository):
         this does not know, asked of the tenant's own server)."""
         lowered = query.lstrip().lower()
 
-        def ask_all(statement, bounded=True):
+        def ask_all(statement, bounded=True, upper=True):
             answers = []
             for part in parts:
                 result = self._ask(part.server, merge.bound(
-                    statement, part.lower, part.upper) if bounded
-                    else statement, placement.database)
+                    statement, part.lower, part.upper if upper else None)
+                    if bounded else statement, placement.database)
                 answers.append(result.raw if result is not None else {})
             return answers
         if lowered.startswith('show'):
@@ -193,7 +193,11 @@ class MetricsRepository(upstream.MetricsRepository):
                 ask_all(statement), [merge.STAT_COLUMNS[fn] for fn in fns],
                 merge.limit_of(query), merge.slimit_of(query))
         elif lowered.startswith('select'):
-            raw = merge.merge_rows(ask_all(query), merge.limit_of(query),
+            # Rows can be told apart: each source is asked for all it holds
+            # and what both hold (a copy, or a point written to the old
+            # server after the split) is returned once.
+            raw = merge.merge_rows(ask_all(query, upper=False),
+                                   merge.limit_of(query),
                                    merge.slimit_of(query))
         else:
             return None

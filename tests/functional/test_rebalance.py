@@ -193,3 +193,217 @@ def test_rebalance_refuses_bad_flags_naming_them(persister_conf, argv,
                                                  message, capsys):
     assert cli.main(['--config-file', persister_conf] + argv) == 2
     assert message in capsys.readouterr().err
+
+
+# -- with the real persister and monasca-api's reader -----------------------
+
+LIVE_TENANTS = ['live-%02d' % i for i in range(12)]
+HISTORY = 120          # points per tenant, all older than the live ones
+HISTORY_FROM = (NOW_S - 7200) * 1000
+
+
+@pytest.fixture
+def topics(broker):
+    import uuid
+    suffix = uuid.uuid4().hex[:8]
+    names = {'metrics_topic': 'metrics_' + suffix,
+             'alarms_topic': 'alarms_' + suffix, 'group': 'g' + suffix}
+    broker.create_topic(names['metrics_topic'])
+    broker.create_topic(names['alarms_topic'])
+    return names
+
+
+class _Feeder:
+    """Live records for LIVE_TENANTS, counted per tenant, until stopped."""
+
+    def __init__(self, broker, topic):
+        import threading
+        self.sent = {t: 0 for t in LIVE_TENANTS}
+        self._broker, self._topic = broker, topic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed)
+
+    def _feed(self):
+        producer = self._broker.producer()
+        i = 0
+        start = int(time.time() * 1000) - 600_000
+        while not self._stop.is_set():
+            for _ in range(12):
+                tenant = LIVE_TENANTS[i % len(LIVE_TENANTS)]
+                producer.produce(self._topic, records.encode(records.metric(
+                    tenant, dimensions={'hostname': 'live'},
+                    timestamp=start + i, value=i)))
+                self.sent[tenant] += 1
+                i += 1
+            producer.poll(0)
+            time.sleep(0.05)
+        assert producer.flush(30) == 0
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _produce(broker, topic, recs):
+    producer = broker.producer()
+    for i, rec in enumerate(recs):
+        producer.produce(topic, records.encode(rec), key=str(i % 8).encode())
+    assert producer.flush(30) == 0
+
+
+def _wait(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    assert check(), what
+
+
+def _tenant_points(by_url, tenant):
+    """{server url: points of the tenant there}."""
+    out = {}
+    for url, server in by_url.items():
+        if 'mon_' + tenant in server.databases():
+            rows = server.rows('SELECT count(value) FROM "cpu.idle_perc"',
+                               'mon_' + tenant)
+            out[url] = rows[0]['count'] if rows else 0
+    return out
+
+
+def _reader(tmp_path, influx, named, hash_names):
+    api_conf = pytest.importorskip('monasca_api.conf')
+    from oslo_config import cfg
+    path = tmp_path / 'monasca-api.conf'
+    path.write_text(
+        '[influxdb]\nip_address = %s\nport = %d\nuser = monasca-api\n'
+        'password = x\ndb_per_tenant = True\ndatabase_name = mon\n\n'
+        '[repositories]\nmetrics_driver = monasca_persister_dbpt.api.'
+        'metrics_repository:MetricsRepository\n\n'
+        '[dbpt]\nservers = %s\nhash_servers = %s\n' % (
+            influx.host, influx.port,
+            ','.join('%s:%s' % kv for kv in named.items()),
+            ','.join(hash_names)))
+    api_conf.register_opts()
+    cfg.CONF(['--config-file', str(path)], project='monasca-api',
+             default_config_files=[])
+    from monasca_common.simport import simport
+    repo = simport.load(cfg.CONF.repositories.metrics_driver)()
+    repo.moves._every = 0.5  # the test's settle time is 2 s
+    return repo
+
+
+def _history_complete(repo, tenant):
+    """What monasca-api returns for the tenant's history: every point."""
+    (listed,) = repo.measurement_list(
+        tenant, 'RegionOne', 'cpu.idle_perc', {'hostname': 'old'},
+        HISTORY_FROM / 1000 - 1, HISTORY_FROM / 1000 + HISTORY, None, 10000,
+        False, None) or [{'measurements': []}]
+    values = [m[1] for m in listed['measurements']]
+    (stats,) = repo.metrics_statistics(
+        tenant, 'RegionOne', 'cpu.idle_perc', {'hostname': 'old'},
+        HISTORY_FROM / 1000 - 1, HISTORY_FROM / 1000 + HISTORY,
+        ['count', 'sum'], 60, None, 1000, False, None) or \
+        [{'statistics': []}]
+    count = sum(s[1] for s in stats['statistics'])
+    total = sum(s[2] for s in stats['statistics'])
+    names = {m['name'] for m in repo.list_metrics(
+        tenant, 'RegionOne', None, {'hostname': 'old'}, None, 100)}
+    return (values == [float(i) for i in range(HISTORY)] and
+            count == HISTORY and total == sum(range(HISTORY)) and
+            names == {'cpu.idle_perc'},
+            (len(values), count, total, names))
+
+
+def test_rebalance_while_the_persister_writes_keeps_reads_complete(
+        influx, two, three, broker, topics, tmp_path):
+    from oslo_config import cfg
+    by_url = {s.url: s for s in (influx, two, three)}
+    old = {'two': two.url}
+    new = {'two': two.url, 'three': three.url}
+
+    def persister(named, hash_names, name):
+        extra = 'servers = %s\nhash_servers = %s' % (
+            ','.join('%s:%s' % kv for kv in named.items()),
+            ','.join(hash_names))
+        return servers.Persister(influx, broker, str(tmp_path / name),
+                                 extra=extra, **topics).start()
+    first = persister(old, ['default', 'two'], 'p1')
+    try:
+        _produce(broker, topics['metrics_topic'], [
+            records.metric(t, dimensions={'hostname': 'old'},
+                           timestamp=HISTORY_FROM + i * 1000, value=i)
+            for t in LIVE_TENANTS for i in range(HISTORY)])
+        _wait(lambda: all(sum(_tenant_points(by_url, t).values()) == HISTORY
+                          for t in LIVE_TENANTS), 90,
+              'history written: %s' % first.logtext()[-1500:])
+        with _Feeder(broker, topics['metrics_topic']) as feeder:
+            time.sleep(2)
+            # Add the third server: only the map changes.
+            first.stop()
+            second = persister(new, ['default', 'two', 'three'], 'p2')
+            try:
+                _wait(lambda: three.databases(), 60,
+                      'the new server gets its tenants: %s'
+                      % second.logtext()[-1500:])
+                repo = _reader(tmp_path, influx, new,
+                               ['default', 'two', 'three'])
+                try:
+                    moved = [t for t in LIVE_TENANTS
+                             if repo.placements.place(t).server.url ==
+                             three.url]
+                    assert moved
+                    # Before the rebalance: the old copy and the new one
+                    # are read together.
+                    for tenant in LIVE_TENANTS:
+                        ok, seen = _history_complete(repo, tenant)
+                        assert ok, (tenant, seen)
+                    config = _config(tmp_path / 'persister.conf', influx,
+                                     new, ['default', 'two', 'three'],
+                                     tmp_path / 'm.log')
+                    import threading
+                    result = {}
+                    run = threading.Thread(target=lambda: result.update(
+                        rc=cli.main(['--config-file', config, '--rebalance',
+                                     '--drop-source', '--settle-seconds',
+                                     '2', '--checkpoint',
+                                     str(tmp_path / 'rb.jsonl')])))
+                    run.start()
+                    reads = 0
+                    while run.is_alive():   # during the move
+                        for tenant in moved:
+                            ok, seen = _history_complete(repo, tenant)
+                            assert ok, (tenant, seen)
+                            reads += 1
+                    run.join()
+                    assert result['rc'] == 0
+                    assert reads >= len(moved)
+                    for tenant in LIVE_TENANTS:     # after
+                        ok, seen = _history_complete(repo, tenant)
+                        assert ok, (tenant, seen)
+                finally:
+                    cfg.CONF.reset()
+                    cfg.CONF.clear()
+            finally:
+                pass
+        placements = PlacementMap(
+            database_name='mon', server=Server(influx.host, influx.port),
+            servers={name: Server(s.host, s.port) for name, s in
+                     (('two', two), ('three', three))},
+            hash_servers=['default', 'two', 'three'])
+
+        def settled():
+            return all(_tenant_points(by_url, t) == {
+                placements.place(t).server.url: HISTORY + feeder.sent[t]}
+                for t in LIVE_TENANTS)
+        _wait(settled, 90, 'every history once, on its server: %s' % {
+            t: (_tenant_points(by_url, t), HISTORY + feeder.sent[t])
+            for t in LIVE_TENANTS})
+    finally:
+        first.stop()
+        if 'second' in locals():
+            second.stop()
