@@ -208,9 +208,11 @@ def topics(broker):
     suffix = uuid.uuid4().hex[:8]
     names = {'metrics_topic': 'metrics_' + suffix,
              'alarms_topic': 'alarms_' + suffix, 'group': 'g' + suffix}
-    broker.create_topic(names['metrics_topic'])
-    broker.create_topic(names['alarms_topic'])
-    return names
+    for name in (names['metrics_topic'], names['alarms_topic']):
+        broker.create_topic(name)
+    live = 'live_' + suffix
+    broker.create_topic(live)
+    return names, live
 
 
 class _Feeder:
@@ -322,16 +324,18 @@ def _history_complete(repo, tenant):
 def test_rebalance_while_the_persister_writes_keeps_reads_complete(
         influx, two, three, broker, topics, tmp_path):
     from oslo_config import cfg
+    topics, live = topics
     by_url = {s.url: s for s in (influx, two, three)}
     old = {'two': two.url}
     new = {'two': two.url, 'three': three.url}
 
-    def persister(named, hash_names, name):
+    def persister(named, hash_names, name, **settings):
         extra = 'servers = %s\nhash_servers = %s' % (
             ','.join('%s:%s' % kv for kv in named.items()),
             ','.join(hash_names))
         return servers.Persister(influx, broker, str(tmp_path / name),
-                                 extra=extra, **topics).start()
+                                 extra=extra, **{**topics, **settings}
+                                 ).start()
     first = persister(old, ['default', 'two'], 'p1')
     try:
         _produce(broker, topics['metrics_topic'], [
@@ -341,11 +345,14 @@ def test_rebalance_while_the_persister_writes_keeps_reads_complete(
         _wait(lambda: all(sum(_tenant_points(by_url, t).values()) == HISTORY
                           for t in LIVE_TENANTS), 90,
               'history written: %s' % first.logtext()[-1500:])
-        with _Feeder(broker, topics['metrics_topic']) as feeder:
-            time.sleep(2)
-            # Add the third server: only the map changes.
-            first.stop()
-            second = persister(new, ['default', 'two', 'three'], 'p2')
+        # Add the third server: only the map changes. (The live records
+        # come on a topic of their own, so that the history is known to be
+        # on the old servers alone, whatever offsets the first persister
+        # committed.)
+        first.stop()
+        second = persister(new, ['default', 'two', 'three'], 'p2',
+                           metrics_topic=live)
+        with _Feeder(broker, live) as feeder:
             try:
                 _wait(lambda: three.databases(), 60,
                       'the new server gets its tenants: %s'
