@@ -45,7 +45,7 @@ def wait_written(stats, n, persister, timeout=3600):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--tenants', type=int, default=10000)
+    parser.add_argument('--tenants', type=int, default=4000)
     parser.add_argument('--servers', type=int, default=4)
     parser.add_argument('--records', type=int, default=300000)
     parser.add_argument('--batch', type=int, default=20000)

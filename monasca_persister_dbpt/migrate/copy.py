@@ -84,6 +84,11 @@ class Progress:
                 self._next = time.monotonic() + self._interval
                 elapsed = time.monotonic() - self._start
                 rate = self.points / elapsed if elapsed else 0.0
+                if not self.total:  # not known ahead (a rebalance)
+                    LOG.info('copied %d points, %d of %d done, %.0f '
+                             'points/s', self.points, self.done,
+                             self.chunks, rate)
+                    return
                 left = max(self.total - self.points, 0)
                 LOG.info('migrated %d of ~%d points, %d of %d chunks, '
                          '%.0f points/s, ETA %.0fs', self.points, self.total,
@@ -187,9 +192,13 @@ class Copier:
         spans: dict = {}
         for c in plan.chunks:
             p = c.placement
-            if p.tiers and p.database not in failed:
-                lo, hi, _ = spans.get(p.database, (c.start, c.end, p))
-                spans[p.database] = (min(lo, c.start), max(hi, c.end), p)
+            # From the raw points copied (a tier's own points, copied by a
+            # rebalance, are already its statistics), over the units that
+            # hold them: a chunk may reach back to the start of time.
+            if p.tiers and p.database not in failed and c.target_rp is None:
+                first = c.units[0][0] if c.units else c.start
+                lo, hi, _ = spans.get(p.database, (first, c.end, p))
+                spans[p.database] = (min(lo, first), max(hi, c.end), p)
         for database, (lo, hi, placement) in spans.items():
             hi = min(hi, plan.plan_time + 1)
             for tier in placement.tiers:

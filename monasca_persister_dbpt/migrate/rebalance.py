@@ -31,6 +31,8 @@ import threading
 import time
 from typing import Optional
 
+import requests
+
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
@@ -178,10 +180,14 @@ class Rebalance:
                 self._marked.add(server)
         line = moves.marker_line(moves.Move(job.tenant_id, job.source.url,
                                             split, state))
-        response = self.writer.session(server).post(
-            server.url + '/write', params={'db': moves.DATABASE,
-                                           'precision': 'ns'},
-            data=line.encode('utf-8'), timeout=30)
+        try:
+            response = self.writer.session(server).post(
+                server.url + '/write', params={'db': moves.DATABASE,
+                                               'precision': 'ns'},
+                data=line.encode('utf-8'), timeout=30)
+        except requests.RequestException as exc:
+            raise WriteFailed('recording the move of %s on %s: %s' % (
+                job.tenant_id, server.url, exc)) from None
         if response.status_code != 204:
             raise WriteFailed('recording the move of %s on %s: HTTP %d %s'
                               % (job.tenant_id, server.url,
@@ -275,11 +281,17 @@ class Rebalance:
             self.checkpoint.reset()
         failed: dict[MoveJob, str] = {}
         markers: dict = {}
+        down: dict[Server, str] = {}
         for server in {job.placement.server for job in jobs}:
-            for (tenant, source), m in self._markers(server).items():
-                markers[(tenant, source)] = m
+            try:
+                markers.update(self._markers(server))
+            except WriteFailed as exc:  # that server's moves wait
+                down[server] = str(exc)
         splits: dict[MoveJob, int] = {}
         for job in jobs:
+            if job.placement.server in down:
+                failed[job] = 'not started: %s' % down[job.placement.server]
+                continue
             try:
                 splits[job] = self.split_of(job, markers)
                 self.mark(job, moves.COPYING, splits[job])
@@ -298,8 +310,12 @@ class Rebalance:
         finally:
             self.progress.close()
         verified = [job for job in started if job not in failed]
-        for job in verified:
-            self.mark(job, moves.VERIFIED, splits[job])
+        for job in list(verified):
+            try:
+                self.mark(job, moves.VERIFIED, splits[job])
+            except WriteFailed as exc:
+                failed[job] = 'verified, but not recorded: %s' % exc
+                verified.remove(job)
         dropped = 0
         if c.drop_source and verified:
             self._wait('the verified markers')
