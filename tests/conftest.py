@@ -37,6 +37,22 @@ def influx(influx_server):
     return influx_server
 
 
+@pytest.fixture
+def two(tmp_path):
+    """A second influxd of this test's own."""
+    server = servers.InfluxServer(str(tmp_path / 'two')).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def three(tmp_path):
+    """A third influxd of this test's own."""
+    server = servers.InfluxServer(str(tmp_path / 'three')).start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope='session')
 def broker(tmp_path_factory):
     broker = servers.KafkaBroker(str(tmp_path_factory.mktemp('tansu')))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from typing import Optional
 
 
@@ -90,3 +92,39 @@ def feed(repo, recs):
         batch.append(tenant, line)
     repo.write_batch(batch)
     return batch
+
+
+class Feeder:
+    """Produces ``record(tenant, i)`` for *tenants* in turn, in the
+    background until the ``with`` block ends, counting per tenant."""
+
+    def __init__(self, broker, topic: str, tenants: list, record,
+                 per_tick: int = 30, pause: float = 0.02) -> None:
+        self.sent = {t: 0 for t in tenants}
+        self._broker, self._topic = broker, topic
+        self._tenants, self._record = list(tenants), record
+        self._per_tick, self._pause = per_tick, pause
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed)
+
+    def _feed(self) -> None:
+        producer = self._broker.producer()
+        i = 0
+        while not self._stop.is_set():
+            for _ in range(self._per_tick):
+                tenant = self._tenants[i % len(self._tenants)]
+                producer.produce(self._topic,
+                                 encode(self._record(tenant, i)))
+                self.sent[tenant] += 1
+                i += 1
+            producer.poll(0)
+            time.sleep(self._pause)
+        assert producer.flush(30) == 0
+
+    def __enter__(self) -> 'Feeder':
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

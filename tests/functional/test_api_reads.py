@@ -11,7 +11,6 @@ from monasca_persister_dbpt.repositories.alarm_state_history import \
     AlarmStateHistoryRepository
 from monasca_persister_dbpt.repositories.metrics import MetricsRepository
 from tests import records
-from tests import servers
 
 api_conf = pytest.importorskip('monasca_api.conf')
 from monasca_persister_dbpt.api import metrics_repository  # noqa: E402
@@ -49,13 +48,6 @@ def _metrics(tenant):
                     value=float(host * 100 + i),
                     value_meta={'n': str(i)} if i == 0 else None))
     return out
-
-
-@pytest.fixture
-def two(tmp_path):
-    server = servers.InfluxServer(str(tmp_path / 'two')).start()
-    yield server
-    server.close()
 
 
 @pytest.fixture

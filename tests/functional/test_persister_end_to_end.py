@@ -137,37 +137,13 @@ def test_persister_writes_stats_an_operator_can_read(
     assert 'dbpt totals' in proc.logtext()
 
 
-class Feeder:
-    """Produces metrics for TENANTS in the background, counting per tenant."""
+class Feeder(records.Feeder):
+    """Metrics for TENANTS in the background, counted per tenant."""
 
     def __init__(self, broker, topic):
-        import threading
-        self.sent = {t: 0 for t in TENANTS}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed,
-                                        args=(broker, topic))
-
-    def _feed(self, broker, topic):
-        producer = broker.producer()
-        i = 0
-        while not self._stop.is_set():
-            for _ in range(30):
-                tenant = TENANTS[i % len(TENANTS)]
-                producer.produce(topic, records.encode(records.metric(
-                    tenant, timestamp=NOW - 10 ** 7 + i, value=i)))
-                self.sent[tenant] += 1
-                i += 1
-            producer.poll(0)
-            time.sleep(0.02)
-        assert producer.flush(30) == 0
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        super().__init__(broker, topic, TENANTS, lambda tenant, i:
+                         records.metric(tenant, timestamp=NOW - 10 ** 7 + i,
+                                        value=i))
 
     def expected(self):
         return {'mon_' + t: n for t, n in self.sent.items()}

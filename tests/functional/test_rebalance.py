@@ -22,20 +22,6 @@ TENANTS = ['proj-%02d' % i for i in range(24)]
 RAW, ALARMS, TIER = 120, 2, 6
 
 
-@pytest.fixture
-def two(tmp_path):
-    server = servers.InfluxServer(str(tmp_path / 'two')).start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def three(tmp_path):
-    server = servers.InfluxServer(str(tmp_path / 'three')).start()
-    yield server
-    server.close()
-
-
 def _config(path, influx, named, hash_names, log):
     path.write_text(
         '[DEFAULT]\nlog_file = %s\n\n[influxdb]\ndatabase_name = mon\n'
@@ -215,41 +201,6 @@ def topics(broker):
     return names, live
 
 
-class _Feeder:
-    """Live records for LIVE_TENANTS, counted per tenant, until stopped."""
-
-    def __init__(self, broker, topic):
-        import threading
-        self.sent = {t: 0 for t in LIVE_TENANTS}
-        self._broker, self._topic = broker, topic
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._feed)
-
-    def _feed(self):
-        producer = self._broker.producer()
-        i = 0
-        start = int(time.time() * 1000) - 600_000
-        while not self._stop.is_set():
-            for _ in range(12):
-                tenant = LIVE_TENANTS[i % len(LIVE_TENANTS)]
-                producer.produce(self._topic, records.encode(records.metric(
-                    tenant, dimensions={'hostname': 'live'},
-                    timestamp=start + i, value=i)))
-                self.sent[tenant] += 1
-                i += 1
-            producer.poll(0)
-            time.sleep(0.05)
-        assert producer.flush(30) == 0
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def _produce(broker, topic, recs):
     producer = broker.producer()
     for i, rec in enumerate(recs):
@@ -352,7 +303,12 @@ def test_rebalance_while_the_persister_writes_keeps_reads_complete(
         first.stop()
         second = persister(new, ['default', 'two', 'three'], 'p2',
                            metrics_topic=live)
-        with _Feeder(broker, live) as feeder:
+        start = int(time.time() * 1000) - 600_000
+        with records.Feeder(broker, live, LIVE_TENANTS, lambda tenant, i:
+                            records.metric(tenant,
+                                           dimensions={'hostname': 'live'},
+                                           timestamp=start + i, value=i),
+                            per_tick=12, pause=0.05) as feeder:
             try:
                 _wait(lambda: three.databases(), 60,
                       'the new server gets its tenants: %s'
