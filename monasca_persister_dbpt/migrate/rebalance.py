@@ -97,11 +97,12 @@ class MovePlanner(Planner):
         return ('points of tenant %r in the database of tenant %r: left in '
                 'place' % (tenant_id, self.job.tenant_id))
 
-    def earliest(self) -> Optional[int]:
-        """The time of the oldest point in the database, any policy."""
+    def earliest(self, policies: Optional[list] = None) -> Optional[int]:
+        """The time of the oldest point in the database, in *policies*
+        (default: all of them)."""
         first = None
         measurements = self.measurements()
-        for rp in self.policies():
+        for rp in policies if policies is not None else self.policies():
             for measurement in measurements:
                 field = self.count_field(measurement, rp)
                 if field is None:
@@ -203,10 +204,13 @@ class Rebalance:
         target = MovePlanner(lambda q: self.writer.run(job.placement.server,
                                                        q),
                              self.placements, job)
+        # Raw points only: a tier's first period starts before the first
+        # point it summarises, and the old server holds the points between.
+        raw = job.placement.retention
         try:
-            first = target.earliest()
+            first = target.earliest([raw.name if raw else 'autogen'])
         except RuntimeError as exc:
-            if 'database not found' not in str(exc):
+            if 'not found' not in str(exc):  # no database or policy yet
                 raise
             first = None
         return first if first is not None else time.time_ns()
