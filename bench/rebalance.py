@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench.persister_e2e import produce  # noqa: E402
+from bench.servers_e2e import close_all, print_servers  # noqa: E402
 from bench.servers_e2e import wait_written  # noqa: E402
-from bench.soak import rss_kib  # noqa: E402
 from monasca_persister_dbpt.placement import Server  # noqa: E402
 from monasca_persister_dbpt.placement.servers import ServerMap  # noqa: E402
 from tests import records  # noqa: E402
@@ -152,18 +152,11 @@ def main():
                  _points(added, 'mon_' + t) < moved_points[t]]
         print('  moved tenants not complete on the new server alone: %d'
               % len(short))
-        for name, influx in zip(names, influxes):
-            print('  influxd %-8s %5d databases, RSS %5.0f MiB' % (
-                name, len(databases[influx.url] - {'_dbpt_moves'}),
-                rss_kib(influx.proc.pid) / 1024))
+        print_servers(names, influxes)
         if short:
             raise RuntimeError('incomplete: %s' % short[:5])
     finally:
-        for persister in stop:
-            persister.stop()
-        broker.close()
-        for influx in influxes:
-            influx.close()
+        close_all(stop, broker, influxes)
 
 
 if __name__ == '__main__':

@@ -43,6 +43,22 @@ def wait_written(stats, n, persister, timeout=3600):
     return peak
 
 
+def print_servers(names, influxes) -> None:
+    """Tenant databases and RSS of each influxd."""
+    for name, influx in zip(names, influxes):
+        print('  influxd %-8s %5d databases, RSS %5.0f MiB' % (
+            name, len(influx.databases() - {'_dbpt_moves'}),
+            rss_kib(influx.proc.pid) / 1024))
+
+
+def close_all(persisters, broker, influxes) -> None:
+    for persister in persisters:
+        persister.stop()
+    broker.close()
+    for influx in influxes:
+        influx.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tenants', type=int, default=4000)
@@ -90,10 +106,7 @@ def main():
               'databases/s' % (first, args.tenants / first))
         print('  records: %.0f/s; worker RSS peak %.0f MiB' % (
             len(payloads) / took, peak / 1024))
-        for name, influx in zip(names, influxes):
-            print('  influxd %-8s %5d databases, RSS %5.0f MiB' % (
-                name, len(influx.databases()), rss_kib(influx.proc.pid)
-                / 1024))
+        print_servers(names, influxes)
         persister.stop()
         # Adding one more server: who would move, and where to.
         by_name = {n: Server('h%d' % i) for i, n in enumerate(names)}
@@ -108,11 +121,7 @@ def main():
                   args.servers + 1, len(moved), 100 * len(moved) /
                   len(tenants), args.servers + 1, 100 / (args.servers + 1)))
     finally:
-        for persister in stop:
-            persister.stop()
-        broker.close()
-        for influx in influxes:
-            influx.close()
+        close_all(stop, broker, influxes)
 
 
 if __name__ == '__main__':
