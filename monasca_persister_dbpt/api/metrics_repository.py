@@ -135,8 +135,8 @@ class MetricsRepository(upstream.MetricsRepository):
                      client.query('SHOW DATABASES').get_points()}
         markers = []
         if moves.DATABASE in databases:
-            markers = moves.parse_markers(client.query(
-                moves.SELECT_MARKERS, database=moves.DATABASE).raw)
+            markers = moves.parse_markers(
+                client.query(moves.SELECT_MARKERS).raw)
         return databases, markers
 
     def query_tenant_db(self, query, tenant_id):
@@ -148,7 +148,7 @@ class MetricsRepository(upstream.MetricsRepository):
             if self.moves is not None else ()
         if len(parts) > 1:
             merged = self._query_parts(query, placement, parts)
-            if merged is not None:
+            if merged is not None:  # a query shape merge.py knows
                 return merged
         if self._read_tiers and placement.tiers:
             query = self._tiered(query, placement)
@@ -167,7 +167,7 @@ class MetricsRepository(upstream.MetricsRepository):
                      parts) -> Optional[ResultSet]:
         """The answer of several servers, each for its own time range, as
         one server holding everything would give it (None: a query shape
-        this does not know, asked of the tenant's own server)."""
+        this does not know, for the tenant's own server alone)."""
         lowered = query.lstrip().lower()
 
         def ask_all(statement, bounded=True, upper=True):
@@ -182,8 +182,7 @@ class MetricsRepository(upstream.MetricsRepository):
             statement, limit, offset = merge.strip_paging(query)
             raw = merge.merge_show(ask_all(statement, bounded=False), limit,
                                    offset)
-        elif _STATISTICS.match(query):
-            found = _STATISTICS.match(query)
+        elif (found := _STATISTICS.match(query)) is not None:
             fns = found.group('fns').rstrip(',').split(',')
             tier = tier_for(placement, int(found.group('period')),
                             int(found.group('start')), time.time()) \
@@ -201,7 +200,9 @@ class MetricsRepository(upstream.MetricsRepository):
                                    merge.slimit_of(query))
         else:
             return None
-        return ResultSet(raw) if 'series' in raw else None
+        # Empty is an answer too (monasca-api reads no series from it):
+        # never ask the tenant's own server again.
+        return ResultSet(raw)
 
     def _tiered(self, query: str, placement: Placement) -> str:
         found = _STATISTICS.match(query)

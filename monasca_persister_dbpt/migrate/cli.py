@@ -40,6 +40,10 @@ from monasca_persister_dbpt.placement import PlacementMap, parse_duration
 REPAIR_ROUNDS = 2
 #: Seconds a dry run waits for InfluxDB before giving up.
 DRY_RUN_WAIT = 5.0
+#: Default checkpoints: the migration's, and a rebalance's (another
+#: identity: one file cannot serve both).
+CHECKPOINT = 'migrate-checkpoint.jsonl'
+REBALANCE_CHECKPOINT = 'rebalance-checkpoint.jsonl'
 
 LOG = logging.getLogger('monasca_persister_dbpt.migrate')
 
@@ -78,7 +82,7 @@ cli_opts = [
                      'only says that every copy statement succeeded).'),
     cfg.BoolOpt('verify-only', default=False,
                 help='Only verify; copy nothing.'),
-    cfg.StrOpt('checkpoint', default='migrate-checkpoint.jsonl',
+    cfg.StrOpt('checkpoint', default=CHECKPOINT,
                help='File recording finished chunks; a re-run resumes from '
                     'it and a later run copies only the delta.'),
     cfg.BoolOpt('restart', default=False,
@@ -293,7 +297,9 @@ def _writer(conf) -> InfluxWriter:
 
 
 def _rebalance(conf, placements: PlacementMap) -> int:
-    rebalance = Rebalance(conf, placements, _writer(conf))
+    rebalance = Rebalance(conf, placements, _writer(conf),
+                          REBALANCE_CHECKPOINT if conf.checkpoint == CHECKPOINT
+                          else conf.checkpoint)
     try:
         return rebalance.run()
     except KeyboardInterrupt:

@@ -179,9 +179,13 @@ class Planner:
         """How long the receiving policy keeps points (None: for ever)."""
         return placement.retention.hours if placement.retention else None
 
-    def accepts(self, tenant_id: str) -> Optional[str]:
-        """Why points of *tenant_id* in the source are not copied, or None
-        (the migration copies every tenant the mapping accepts)."""
+    def accepts(self, tenant_id: str,
+                placement: Optional[Placement] = None) -> Optional[str]:
+        """Why points of *tenant_id* (placed at *placement*) in the source
+        are not copied, or None: the migration copies every tenant the
+        mapping accepts, except into the source itself."""
+        if placement is not None and placement.database == self.source:
+            return 'tenant %r maps to the source database itself' % tenant_id
         return None
 
     def lower_for(self, placement: Placement, source_rp: str = '') -> int:
@@ -351,11 +355,7 @@ class Planner:
             except InvalidTenantId as exc:
                 plan.refused_tenants.setdefault(tenant, str(exc))
                 continue
-            refused = self.accepts(tenant)
-            if refused is None and placement.database == self.source and \
-                    not self.origin:
-                refused = 'tenant %r maps to the source database itself' \
-                    % tenant
+            refused = self.accepts(tenant, placement)
             if refused is not None:
                 plan.refused_tenants.setdefault(tenant, refused)
                 continue

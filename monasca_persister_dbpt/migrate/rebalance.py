@@ -91,7 +91,9 @@ class MovePlanner(Planner):
             return policy.hours
         return super().target_hours(placement, source_rp)
 
-    def accepts(self, tenant_id: str) -> Optional[str]:
+    def accepts(self, tenant_id: str,
+                placement: Optional[Placement] = None) -> Optional[str]:
+        # The source is the tenant's own database, on the old server.
         if tenant_id == self.job.tenant_id:
             return None
         return ('points of tenant %r in the database of tenant %r: left in '
@@ -116,16 +118,12 @@ class MovePlanner(Planner):
 
 class Rebalance:
     def __init__(self, conf, placements: PlacementMap,
-                 writer: InfluxWriter) -> None:
+                 writer: InfluxWriter, checkpoint: str) -> None:
         self.conf = conf
         self.placements = placements
         self.writer = writer
         self.settle = conf.settle_seconds
-        path = conf.checkpoint
-        if path == 'migrate-checkpoint.jsonl':  # the migration's default
-            path = 'rebalance-checkpoint.jsonl'
-        self.checkpoint_path = path
-        self.checkpoint = Checkpoint(path, identity={
+        self.checkpoint = Checkpoint(checkpoint, identity={
             'rebalance': placements.database_for('<tenant>'),
             'unit': conf.migrate_time_unit})
         self._lock = threading.Lock()
@@ -162,13 +160,9 @@ class Rebalance:
 
     # -- markers -----------------------------------------------------------
     def _markers(self, server: Server) -> dict:
-        result = self.writer.run(server, 'SHOW DATABASES')[0]
-        names = {row[0] for s in result.get('series') or ()
-                 for row in s.get('values') or ()}
-        if moves.DATABASE not in names:
-            return {}
-        result = self.writer.query(server, moves.SELECT_MARKERS.replace(
-            'FROM ', 'FROM %s..' % quote_ident(moves.DATABASE), 1))[0]
+        result = self.writer.run(server, moves.SELECT_MARKERS)[0]
+        if 'not found' in result.get('error', ''):
+            return {}  # no move recorded on that server yet
         return {(m.tenant_id, m.source): m
                 for m in moves.parse_markers(result)}
 

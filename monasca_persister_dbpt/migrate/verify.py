@@ -107,9 +107,7 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                 except InvalidTenantId:
                     bounded[tenant] = None
                     continue
-                if planner.accepts(tenant) is not None or (
-                        placement.database == planner.source and
-                        not planner.origin):
+                if planner.accepts(tenant, placement) is not None:
                     bounded[tenant] = None
                     continue
                 lower = _lower(planner, placement, rp, now_ns)

@@ -35,8 +35,10 @@ DATABASE = MOVES_DATABASE
 MEASUREMENT = 'move'
 COPYING = 'copying'
 VERIFIED = 'verified'
-#: The statement that reads every marker of a server.
-SELECT_MARKERS = 'SELECT "split", "state" FROM "%s" GROUP BY *' % MEASUREMENT
+#: The statement that reads every marker of a server (whatever database
+#: the client names).
+SELECT_MARKERS = 'SELECT "split", "state" FROM "%s".."%s" GROUP BY *' % (
+    DATABASE, MEASUREMENT)
 #: Seconds between a reader's looks at the servers' databases and markers.
 REFRESH_EVERY = 10.0
 
