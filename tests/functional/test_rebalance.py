@@ -156,6 +156,37 @@ def test_rebalance_moves_whole_histories_and_drops_only_verified_copies(
     assert '0 tenant database(s)' in capsys.readouterr().out
 
 
+def test_a_new_server_that_is_down_costs_only_the_moves_to_it(
+        influx_conf, influx, two, three, tmp_path, capsys):
+    before = _write_history(influx_conf, {'two': two.url},
+                            ['default', 'two'])
+    by_url = {s.url: s for s in (influx, two, three)}
+    down = 'http://127.0.0.1:%d' % servers.free_port()
+    # The hash adds a server that does not answer; one tenant is moved to
+    # a live one by the overrides file.
+    pinned = TENANTS[0]
+    overrides = tmp_path / 'overrides'
+    overrides.write_text('%s three\n' % pinned)
+    config = _config(tmp_path / 'persister.conf', influx,
+                     {'two': two.url, 'three': three.url, 'down': down},
+                     ['default', 'two', 'down'], tmp_path / 'm.log')
+    with open(config, 'a') as handle:
+        handle.write('tenant_overrides_file = %s\nretry_timeout = 2\n'
+                     'hold_after = 1\n'
+                     % overrides)
+    assert cli.main(['--config-file', config, '--rebalance',
+                     '--drop-source', '--settle-seconds', '0',
+                     '--checkpoint', str(tmp_path / 'rb.jsonl')]) == 1
+    out = capsys.readouterr().out
+    assert 'cannot look for tenant databases on %s' % down in out
+    assert 'not started' in out and '-> %s' % down in out
+    # The move to the live server went through; the others stayed put.
+    assert _holders(by_url, pinned) == [three.url]
+    assert _count(three, 'mon_' + pinned, 'cpu.idle_perc') == RAW
+    for tenant in TENANTS[1:]:
+        assert _holders(by_url, tenant) == [before.place(tenant).server.url]
+
+
 def test_rebalance_dry_run_lists_the_moves_and_changes_nothing(
         influx_conf, influx, two, three, tmp_path, capsys):
     _write_history(influx_conf, {'two': two.url}, ['default', 'two'])
