@@ -204,7 +204,10 @@ class InfluxServer:
         return out
 
     def databases(self) -> set[str]:
-        return {r['name'] for r in self.rows('SHOW DATABASES')} - {'_internal'}
+        """The databases, less influxd's own and the server's id (kept
+        across tests, as a server keeps it)."""
+        return {r['name'] for r in self.rows('SHOW DATABASES')} - {
+            '_internal', '_dbpt_server'}
 
     def drop_all(self) -> None:
         for db in self.databases():

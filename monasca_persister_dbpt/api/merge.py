@@ -9,7 +9,10 @@ server holding everything would have answered (:func:`merge`):
   ``offset`` (asked of no single server);
 - statistics: each server is asked for min, max, count and sum per period
   (periods align to the epoch on every server); the period that straddles
-  the split is combined, the mean is sum over count;
+  the split is combined, the mean is sum over count; points the old copy
+  holds from the split on and the new one lacks yet (written there by a
+  persister still on the old map) are added to their periods
+  (:func:`stragglers`), so statistics count every point a listing shows;
 - other selects: the rows of a series in time order, identical rows once,
   then the ``limit``.
 
@@ -208,3 +211,83 @@ def merge_statistics(answers: Sequence[dict], statistics: Sequence[str],
             out.append([t] + [period[name] for name in statistics])
         return out[:limit] if limit is not None else out
     return _out(grouped, rows, slimit)
+
+
+_GROUP_BY = re.compile(r'\sgroup\s+by\s+(?P<items>.*?)time\(', re.I | re.S)
+
+
+def grouping(query: str):
+    """The tags a statistics query groups by before ``time(...)``: None
+    for none, ``'*'`` for all of them, else a list of names."""
+    found = _GROUP_BY.search(_mask(query), _clause_end(query))
+    if found is None:
+        return None
+    items = query[found.start('items'):found.end('items')]
+    names = [i.strip() for i in items.split(',') if i.strip()]
+    if not names:
+        return None
+    if '*' in names:
+        return '*'
+    return [n[1:-1].replace('\\"', '"') if n.startswith('"') else n
+            for n in names]
+
+
+def _rfc3339(ns: int) -> str:
+    import datetime
+    seconds = ns // 1_000_000_000
+    return (datetime.datetime(1970, 1, 1) + datetime.timedelta(
+        seconds=seconds)).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def point_keys(answer: dict) -> set:
+    """``(name, tags, time)`` of every row of a raw ``group by *`` answer
+    (epoch times)."""
+    return {(s.get('name', ''), tuple(sorted((s.get('tags') or {}).items())),
+             row[0])
+            for s in (answer or {}).get('series') or ()
+            for row in s.get('values') or ()}
+
+
+def stragglers(old: dict, new_keys: set, group_by, period: int) -> dict:
+    """The rows of *old* (a raw ``select value ... group by *`` answer in
+    epoch ns) that *new_keys* (:func:`point_keys` of the new server) does
+    not hold, as one server's (min, max, count, sum) per period, grouped
+    as the statistics query groups them."""
+    step = period * 1_000_000_000
+    periods: dict = {}
+    for series in (old or {}).get('series') or ():
+        tags = series.get('tags') or {}
+        key_tags = tuple(sorted(tags.items()))
+        if group_by is None:
+            out_tags: tuple = ()
+        elif group_by == '*':
+            out_tags = key_tags
+        else:
+            out_tags = tuple(sorted((k, tags.get(k, '')) for k in group_by))
+        column = series['columns'].index('value')
+        for row in series.get('values') or ():
+            value = row[column]
+            if value is None or isinstance(value, (str, bool)) or \
+                    (series.get('name', ''), key_tags, row[0]) in new_keys:
+                continue
+            bucket = row[0] - row[0] % step
+            have = periods.setdefault((series.get('name', ''), out_tags),
+                                      {}).get(bucket)
+            if have is None:
+                periods[(series.get('name', ''), out_tags)][bucket] = \
+                    [value, value, 1, value]
+            else:
+                have[0] = min(have[0], value)
+                have[1] = max(have[1], value)
+                have[2] += 1
+                have[3] += value
+    out = []
+    for (name, tags), buckets in sorted(periods.items()):
+        entry = {'name': name, 'columns': ['time', 'min', 'max', 'count',
+                                           'sum'],
+                 'values': [[_rfc3339(t)] + v
+                            for t, v in sorted(buckets.items())]}
+        if group_by is not None:
+            entry['tags'] = dict(tags)
+        out.append(entry)
+    return {'series': out} if out else {}

@@ -50,11 +50,13 @@ from monasca_persister_dbpt.placement import moves
 LOG = log.getLogger(__name__)
 
 #: monasca-api's statistics query: ``select <fn>(value),... from "<name>"
-#: where ... time >= <us>u ... group by time(<period>s)``.
+#: where ... time >= <us>u ... group by [<tags>,]time(<period>s)`` (the
+#: tags are its ``group_by``: ``*`` or dimension names).
 _STATISTICS = re.compile(
     r'^select (?P<fns>(?:(?:mean|min|max|count|sum)\(value\),?)+) '
     r'(?P<rest>\s*from\s+"(?P<name>(?:[^"\\]|\\.)*)".*?'
-    r'time >= (?P<start>-?\d+)u.*?group by time\((?P<period>\d+)s\).*)$',
+    r'time >= (?P<start>-?\d+)u.*?group by (?:[^()]*,)?'
+    r'time\((?P<period>\d+)s\).*)$',
     re.S)
 #: A statistic of raw ``value`` -> the same from a tier's fields
 #: (:data:`monasca_persister_dbpt.influx.influxql.TIER_FIELDS`).
@@ -154,9 +156,11 @@ class MetricsRepository(upstream.MetricsRepository):
             query = self._tiered(query, placement)
         return self._ask(placement.server, query, placement.database)
 
-    def _ask(self, server: Server, query: str, database: str):
+    def _ask(self, server: Server, query: str, database: str,
+             epoch: Optional[str] = None):
         try:
-            return self._client(server).query(query, database=database)
+            return self._client(server).query(query, database=database,
+                                              epoch=epoch)
         except InfluxDBClientError as ex:
             if str(ex).startswith(upstream.DATABASE_NOT_FOUND_MSG) and \
                     self.placements.db_per_tenant:
@@ -188,8 +192,11 @@ class MetricsRepository(upstream.MetricsRepository):
                             int(found.group('start')), time.time()) \
                 if self._read_tiers and placement.tiers else None
             statement = self._statistics(found, tier, partial=True)
+            answers = ask_all(statement)
+            if tier is None:
+                answers += self._stragglers(query, found, placement, parts)
             raw = merge.merge_statistics(
-                ask_all(statement), [merge.STAT_COLUMNS[fn] for fn in fns],
+                answers, [merge.STAT_COLUMNS[fn] for fn in fns],
                 merge.limit_of(query), merge.slimit_of(query))
         elif lowered.startswith('select'):
             # Rows can be told apart: each source is asked for all it holds
@@ -203,6 +210,37 @@ class MetricsRepository(upstream.MetricsRepository):
         # Empty is an answer too (monasca-api reads no series from it):
         # never ask the tenant's own server again.
         return ResultSet(raw)
+
+    def _stragglers(self, query: str, found, placement: Placement,
+                    parts) -> list[dict]:
+        """Per period, the points an old copy holds from its split on that
+        the tenant's own server does not hold yet (a persister still on
+        the old map wrote them; the rebalance copies them later): a
+        listing returns them, so statistics count them too."""
+        home = parts[-1].server
+        rest = found.group('rest')
+        where = 'select value ' + rest[:merge._clause_end(rest)]
+        period = int(found.group('period'))
+        out = []
+        for part in parts[:-1]:
+            if part.upper is None:
+                continue  # no split: that copy is answered whole already
+            old = self._ask(part.server, merge.bound(
+                where + ' group by *', part.upper, None),
+                placement.database, epoch='ns')
+            old = old.raw if old is not None else {}
+            times = sorted({row[0] for s in old.get('series') or ()
+                            for row in s.get('values') or ()})
+            if not times:
+                continue
+            # Over their span (InfluxQL has no OR of times).
+            new = self._ask(home, merge.bound(where + ' group by *',
+                                              times[0], times[-1] + 1),
+                            placement.database, epoch='ns')
+            out.append(merge.stragglers(
+                old, merge.point_keys(new.raw if new is not None else {}),
+                merge.grouping(query), period))
+        return out
 
     def _tiered(self, query: str, placement: Placement) -> str:
         found = _STATISTICS.match(query)

@@ -21,6 +21,7 @@ from oslo_config import cfg
 from oslo_log import log
 
 from monasca_persister_dbpt import conf as dbpt_conf
+from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.influx.schema import SchemaError
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
@@ -31,7 +32,7 @@ from monasca_persister_dbpt.migrate.copy import Copier, Progress
 from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS, NS, UNIT_NS
 from monasca_persister_dbpt.migrate.plan import Planner
 from monasca_persister_dbpt.migrate.rebalance import Rebalance
-from monasca_persister_dbpt.migrate.verify import verify
+from monasca_persister_dbpt.migrate.verify import missing_lines, verify
 from monasca_persister_dbpt.placement import InvalidDuration
 from monasca_persister_dbpt.placement import InvalidTenantId
 from monasca_persister_dbpt.placement import PlacementMap, parse_duration
@@ -275,9 +276,18 @@ def main(argv: Optional[list] = None) -> int:
         print('monasca-persister-dbpt-migrate: note: the config file sets no '
               '[influxdb] ip_address; using %s' % placements.default_server.url,
               file=sys.stderr)
+    writer = _writer(conf)
+    try:
+        # Before anything is read or written: one influxd under two names
+        # would be copied onto itself (and, by a rebalance, dropped).
+        identity.identify(writer, placements.servers,
+                          create=not conf.dry_run,
+                          retry_for=min(conf.dbpt.retry_timeout, 10.0))
+    except identity.SameServer as exc:
+        return _error(str(exc), 2)
     if conf.rebalance:
-        return _rebalance(conf, placements)
-    migration = Migration(conf, placements, skip)
+        return _rebalance(conf, placements, writer)
+    migration = Migration(conf, placements, skip, writer)
     try:
         return migration.run()
     except KeyboardInterrupt:
@@ -296,8 +306,8 @@ def _writer(conf) -> InfluxWriter:
         backoff_max=conf.dbpt.retry_backoff_max)
 
 
-def _rebalance(conf, placements: PlacementMap) -> int:
-    rebalance = Rebalance(conf, placements, _writer(conf),
+def _rebalance(conf, placements: PlacementMap, writer: InfluxWriter) -> int:
+    rebalance = Rebalance(conf, placements, writer,
                           REBALANCE_CHECKPOINT if conf.checkpoint == CHECKPOINT
                           else conf.checkpoint)
     try:
@@ -315,12 +325,13 @@ def _rebalance(conf, placements: PlacementMap) -> int:
 
 
 class Migration:
-    def __init__(self, conf, placements: PlacementMap, skip) -> None:
+    def __init__(self, conf, placements: PlacementMap, skip,
+                 writer: Optional[InfluxWriter] = None) -> None:
         self.conf = conf
         self.placements = placements
         self.source = conf.influxdb.database_name
         self.server = placements.default_server
-        self.writer = _writer(conf)
+        self.writer = writer if writer is not None else _writer(conf)
         self.checkpoint = Checkpoint(conf.checkpoint, identity={
             'server': self.server.url, 'source': self.source,
             'target': placements.database_for('<tenant>'),
@@ -373,8 +384,12 @@ class Migration:
                  self.server.url, _time(self.planner.lower),
                  _time(self.planner.upper))
         if c.verify_only:
-            return self._verify_and_report(verify(
-                self.planner, lambda p, q: self.writer.run(p.server, q)))
+            report = verify(self.planner,
+                            lambda p, q: self.writer.run(p.server, q))
+            for line in missing_lines(report):
+                LOG.error(line)
+                print(line)
+            return self._verify_and_report(report)
         if not c.dry_run:
             self.checkpoint.acquire()
             if c.restart:
@@ -388,13 +403,22 @@ class Migration:
         report = None
         if not c.no_verify:
             for _ in range(REPAIR_ROUNDS + 1):
+                # After a pass that copied all it planned, the checkpoint
+                # tells points that arrived since from points lost.
                 report = verify(self.planner,
-                                lambda p, q: self.writer.run(p.server, q))
+                                lambda p, q: self.writer.run(p.server, q),
+                                copied=None if failures
+                                else self.checkpoint.load())
+                for line in missing_lines(report):
+                    LOG.error(line)
+                    print(line)
                 if not report.mismatches or failures:
                     break
                 LOG.warning('verification: %d measurement/tenant pair(s) '
                             'short in the target; copying those units again',
                             len(report.mismatches))
+                for placement, _ in report.missing:
+                    self.writer.schema.forget(placement)
                 repair = self.planner.build(self.checkpoint.load(),
                                             force=report.repair)
                 failures = self._copy(repair)
@@ -528,6 +552,18 @@ class Migration:
             print('%d pair(s) hold more in the target than in the source '
                   '(written there directly by the persister): not an error'
                   % len(report.extra))
+        if report.arrived:
+            tenants = sorted({m.tenant_id for m in report.arrived})
+            line = ('%d point(s) reached the source after this pass counted '
+                    'them (%d measurement/tenant pair(s), tenant(s) %s): '
+                    'not copied yet, nothing copied is missing; the next '
+                    'pass (the same command) copies them' % (
+                        report.arrived_points, len(report.arrived),
+                        ', '.join(tenants[:10]) +
+                        (' and %d more' % (len(tenants) - 10)
+                         if len(tenants) > 10 else '')))
+            LOG.warning(line)
+            print(line)
         return 1 if report.mismatches else 0
 
 

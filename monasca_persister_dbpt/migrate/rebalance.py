@@ -33,12 +33,14 @@ from typing import Optional
 
 import requests
 
+from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.influxql import quote_ident
+from monasca_persister_dbpt.influx.schema import duration_hours
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.copy import Copier, Progress
 from monasca_persister_dbpt.migrate.plan import MIN_NS, Planner
-from monasca_persister_dbpt.migrate.verify import verify
+from monasca_persister_dbpt.migrate.verify import missing_lines, verify
 from monasca_persister_dbpt.placement import Placement, PlacementMap, Server
 from monasca_persister_dbpt.placement import moves
 
@@ -65,7 +67,14 @@ class MoveJob:
 
 class MovePlanner(Planner):
     """The migration's planner over one tenant database on its old server:
-    only that tenant's points, the whole history, each policy to its own."""
+    only that tenant's points, the whole history, each policy to its own.
+
+    The source's default policy goes to the new database's default (the
+    raw policy, which may be named otherwise there); a tier to that tier;
+    any other policy (a tier no longer configured, an old default) to a
+    policy of the same name and duration, made for it on the new server
+    (:meth:`kept_policies`), never into the raw policy.
+    """
 
     def __init__(self, run, placements: PlacementMap, job: MoveJob,
                  **kwargs) -> None:
@@ -74,22 +83,47 @@ class MovePlanner(Planner):
         self.job = job
         self.origin = job.source.url
         self.lower = MIN_NS
+        self._source_policies: Optional[dict] = None
+
+    def source_policies(self) -> dict:
+        """name -> the source's SHOW RETENTION POLICIES row."""
+        if self._source_policies is None:
+            self._source_policies = {r['name']: r for r in self.rows(
+                'SHOW RETENTION POLICIES ON %s' % quote_ident(self.source))}
+        return self._source_policies
 
     def _tier_policy(self, placement: Placement, source_rp: str):
         return next((t.policy for t in placement.tiers
                      if t.policy.name == source_rp), None)
 
+    def _is_default(self, source_rp: str) -> bool:
+        return bool(self.source_policies().get(source_rp, {}).get('default'))
+
     def target_policy(self, placement: Placement,
                       source_rp: str) -> Optional[str]:
         policy = self._tier_policy(placement, source_rp)
-        return policy.name if policy is not None else None
+        if policy is not None:
+            return policy.name
+        return None if self._is_default(source_rp) else source_rp
 
     def target_hours(self, placement: Placement,
                      source_rp: str) -> Optional[int]:
         policy = self._tier_policy(placement, source_rp)
         if policy is not None:
             return policy.hours
-        return super().target_hours(placement, source_rp)
+        if self._is_default(source_rp):
+            return super().target_hours(placement, source_rp)
+        row = self.source_policies().get(source_rp)
+        hours = duration_hours(row['duration']) if row else None
+        return hours  # type: ignore[return-value]
+
+    def kept_policies(self) -> list[dict]:
+        """The source policies the placement does not know (neither its
+        default nor a tier): each is copied into one of its own name."""
+        placement = self.job.placement
+        return [row for name, row in sorted(self.source_policies().items())
+                if not row.get('default') and
+                self._tier_policy(placement, name) is None]
 
     def accepts(self, tenant_id: str,
                 placement: Optional[Placement] = None) -> Optional[str]:
@@ -218,7 +252,13 @@ class Rebalance:
 
     def move(self, job: MoveJob) -> Optional[str]:
         """Copy and verify one move; None when verified, else why not."""
+        why = identity.distinct(self.writer, job.source, job.placement.server)
+        if why is not None:
+            return 'not moved: %s' % why
         planner = self.planner(job)
+        why = self._kept_policies(planner, job)
+        if why is not None:
+            return 'not moved: %s' % why
         plan = planner.build(self.checkpoint.load())
         if plan.refused_tenants or plan.untagged:
             return 'not moved: %s' % '; '.join(
@@ -236,6 +276,10 @@ class Rebalance:
                             lambda p, q: self.writer.run(p.server, q))
             if not report.mismatches:
                 return None
+            for line in missing_lines(report):
+                LOG.warning('%s: copying it again', line)
+            for placement, _ in report.missing:
+                self.writer.schema.forget(placement)
             plan = planner.build(self.checkpoint.load(), force=report.repair)
         m = report.mismatches[0]
         return ('verification failed: %d pair(s) short, first %s policy %s: '
@@ -243,9 +287,60 @@ class Rebalance:
                                           m.measurement, m.target_policy,
                                           m.source, m.target))
 
+    def _kept_policies(self, planner: MovePlanner,
+                       job: MoveJob) -> Optional[str]:
+        """Make, on the new server, a policy of the same name and duration
+        for each source policy the placement does not know; why not, when
+        the new database already has one that differs or that name is its
+        raw policy."""
+        kept = planner.kept_policies()
+        if not kept:
+            return None
+        placement = job.placement
+        self.writer.ensure([placement])
+        result = self.writer.run(placement.server, 'SHOW RETENTION POLICIES '
+                                 'ON %s' % quote_ident(placement.database))[0]
+        if 'error' in result:
+            return 'reading the policies of %s on %s: %s' % (
+                placement.database, placement.server.url, result['error'])
+        there = {dict(zip(s['columns'], v))['name']: dict(zip(s['columns'],
+                                                              v))
+                 for s in result.get('series') or ()
+                 for v in s.get('values') or ()}
+        for row in kept:
+            name = row['name']
+            have = there.get(name)
+            if have is not None and have.get('default'):
+                return ('policy %s of the old copy is not in the placement, '
+                        'and its name is the new database\'s default (raw) '
+                        'policy: its points would become raw data'
+                        % quote_ident(name))
+            if have is not None:
+                if duration_hours(have['duration']) != \
+                        duration_hours(row['duration']):
+                    return ('policy %s keeps %s in the old copy but %s on %s'
+                            % (quote_ident(name), row['duration'],
+                               have['duration'], placement.server.url))
+                continue
+            statement = 'CREATE RETENTION POLICY %s ON %s DURATION %s ' \
+                'REPLICATION 1 SHARD DURATION %s' % (
+                    quote_ident(name), quote_ident(placement.database),
+                    _seconds(row['duration']),
+                    _seconds(row['shardGroupDuration']))
+            created = self.writer.run(placement.server, statement)[0]
+            if 'error' in created:
+                return '%s: %s' % (statement, created['error'])
+            LOG.warning('policy %s of %s is not in the placement of tenant '
+                        '%s: kept as it is (%s) on %s', name, job.database,
+                        job.tenant_id, row['duration'], placement.server.url)
+        return None
+
     def drop(self, job: MoveJob) -> Optional[str]:
         """Drop the verified source unless it changed since; None when
         dropped, else why not."""
+        why = identity.distinct(self.writer, job.source, job.placement.server)
+        if why is not None:
+            return 'not dropped: %s' % why
         planner = self.planner(job)
         changed = planner.build(self.checkpoint.load())
         if changed.chunks:
@@ -348,6 +443,12 @@ class Rebalance:
             LOG.info('waiting %.0f s for the readers to see %s',
                      self.settle, what)
             time.sleep(self.settle)
+
+
+def _seconds(duration: str) -> str:
+    """InfluxDB's ``168h0m0s`` as an InfluxQL duration (``0s``: INF)."""
+    hours = duration_hours(duration)
+    return 'INF' if hours is None else '%ds' % round(hours * 3600)
 
 
 class _Share:

@@ -42,6 +42,22 @@ class Mismatch:
     units: list = dataclasses.field(default_factory=list)
 
 
+def missing_lines(report: 'Report') -> list[str]:
+    """What verification found missing altogether, a line each."""
+    lines = []
+    for placement, policy in report.missing:
+        if policy is None:
+            lines.append('database %s of tenant %s is missing on server %s'
+                         % (quote_ident(placement.database),
+                            placement.tenant_id, placement.server.url))
+        else:
+            lines.append('policy %s of database %s is missing on server %s'
+                         % (quote_ident(policy),
+                            quote_ident(placement.database),
+                            placement.server.url))
+    return lines
+
+
 @dataclasses.dataclass
 class Report:
     checked: int = 0
@@ -51,6 +67,14 @@ class Report:
     extra: list = dataclasses.field(default_factory=list)
     #: (Chunk.key, unit start) to copy again.
     repair: set = dataclasses.field(default_factory=set)
+    #: (placement, policy or None) whose database (or that policy of it)
+    #: is missing in a target: counted as empty, so its units are
+    #: repaired like any short one.
+    missing: list = dataclasses.field(default_factory=list)
+    #: Pairs short only by points that reached the source after the copy
+    #: counted them (a live system): not lost, left for the next pass.
+    arrived: list = dataclasses.field(default_factory=list)
+    arrived_points: int = 0
 
 
 def _counts(rows, tag: Optional[str]) -> dict:
@@ -64,13 +88,22 @@ def _counts(rows, tag: Optional[str]) -> dict:
     return out
 
 
-def verify(planner: Planner, run_target, now_ns: Optional[int] = None
-           ) -> Report:
+def verify(planner: Planner, run_target, now_ns: Optional[int] = None,
+           copied: Optional[dict] = None) -> Report:
     """Compare the source and the targets over the planned range.
 
     *run_target* is callable(placement, statement) -> results. Each source
     policy is compared with the target policy the planner sends it to
     (the migration: all to the default; a rebalance: each to its own).
+
+    *copied* (the checkpoint right after a pass that copied every unit it
+    planned: ``{Chunk.key: {unit: count}}``) tells the points a live
+    source gained since they were counted from points a copy lost: a unit
+    short by no more than its source grew since its copy is reported in
+    ``arrived`` (the next pass copies it); one short by more, in
+    ``mismatches``. A unit the checkpoint does not hold was empty when the
+    pass planned (or the pass failed, and says so): all of it is new.
+    Without *copied* every point short is a mismatch.
     """
     now_ns = now_ns if now_ns is not None else time.time_ns()
     unit = '1' + planner.unit
@@ -80,7 +113,20 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
     want: dict = collections.defaultdict(
         lambda: collections.defaultdict(collections.Counter))
     policies_of: dict = collections.defaultdict(set)
+    #: (measurement, tenant, target policy, unit) -> points the source
+    #: gained in the unit since its copy (only with *copied*).
+    grown: Optional[dict] = collections.defaultdict(int) \
+        if copied is not None else None
     where: dict = {}
+
+    def add(key, t, rp, fields, field, placement):
+        want[key][t].update(fields)
+        policies_of[key + (t,)].add(rp)
+        if grown is not None:
+            recorded = copied.get(Chunk(rp, key[0], '', key[1], 0, 0, 0,
+                                        placement,
+                                        origin=planner.origin).key, {})
+            grown[key + (t,)] += fields.get(field, 0) - recorded.get(t, 0)
     measurements = planner.measurements()
     for rp in planner.policies():
         for measurement in measurements:
@@ -127,14 +173,12 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                             source, quote_ident(tag), quote_literal(tenant),
                             lower, span[1], unit)), None)
                     for (_, t), fields in again.items():
-                        want[key][t].update(fields)
-                        policies_of[key + (t,)].add(rp)
+                        add(key, t, rp, fields, field, placement)
             for (tenant, t), fields in counted.items():
                 info = bounded.get(tenant)
                 if info is None or info[1] > span[0]:
                     continue
-                want[info[2]][t].update(fields)
-                policies_of[info[2] + (t,)].add(rp)
+                add(info[2], t, rp, fields, field, info[0])
     report = Report()
     by_db: dict = collections.defaultdict(list)
     for key, (placement, *_) in where.items():
@@ -153,17 +197,49 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None
                     quote_ident(measurement), quote_ident(tag),
                     quote_literal(tenant), max(span[0], lower), span[1],
                     unit))
-        results = run_target(placement, ';'.join(statements))
-        for key, result in zip(keys, results):
-            if 'error' in result and 'not found' not in result['error']:
-                raise RuntimeError('verifying %s: %s' % (database,
-                                                         result['error']))
+        for key, result in zip(keys, _target_counts(
+                report, placement, statements, run_target)):
             got = _counts([dict(zip(s['columns'], v))
                            for s in result.get('series') or []
                            for v in s.get('values') or []], None)
             _compare(report, planner, placement, key, want[key],
-                     {t: f for (_, t), f in got.items()}, policies_of)
+                     {t: f for (_, t), f in got.items()}, policies_of,
+                     grown)
     return report
+
+
+def _target_counts(report: Report, placement, statements: list,
+                   run_target) -> list[dict]:
+    """One result per statement. InfluxDB stops a multi-statement request
+    at the first statement that fails and answers only "not executed" for
+    it: that one is asked alone for its real error. A missing database (or
+    policy) is what is missing: counted as empty and reported."""
+    out: list[dict] = []
+    while len(out) < len(statements):
+        results = run_target(placement, ';'.join(statements[len(out):]))
+        if not results:
+            raise RuntimeError('verifying %s: no answer' % placement.database)
+        for result in results:
+            if result.get('error') is None:
+                out.append(result)
+                continue
+            alone = run_target(placement, statements[len(out)])
+            result = alone[0] if alone else {'error': 'no answer'}
+            error = result.get('error')
+            if error is None:
+                out.append(result)
+            elif 'database not found' in error:
+                report.missing.append((placement, None))
+                return out + [{}] * (len(statements) - len(out))
+            elif 'retention policy not found' in error:
+                report.missing.append((placement,
+                                       error.rsplit(':', 1)[-1].strip()))
+                out.append({})
+            else:
+                raise RuntimeError('verifying %s on %s: %s' % (
+                    placement.database, placement.server.url, error))
+            break  # the statements after it were not run: ask again
+    return out
 
 
 def _lower(planner: Planner, placement, source_rp: str, now_ns: int) -> int:
@@ -175,17 +251,32 @@ def _lower(planner: Planner, placement, source_rp: str, now_ns: int) -> int:
 
 
 def _compare(report, planner, placement, key, want, got,
-             policies_of) -> None:
+             policies_of, grown) -> None:
     measurement, tenant, policy = key
     source = sum(max(f.values()) for f in want.values())
     target = sum(max(got[t].values()) if t in got else 0 for t in want)
-    short = [(t, field) for t, fields in sorted(want.items())
-             for field, n in fields.items() if got.get(t, {}).get(field, 0) < n]
+    short, arrived = [], 0
+    for t, fields in sorted(want.items()):
+        # What the source gained in this unit since it was copied (None:
+        # not known, so every point short is missing).
+        since = grown.get(key + (t,)) if grown is not None else None
+        lacking = {field: n - got.get(t, {}).get(field, 0)
+                   for field, n in fields.items()
+                   if got.get(t, {}).get(field, 0) < n}
+        if not lacking:
+            continue
+        if since is not None and max(lacking.values()) <= since:
+            arrived += max(lacking.values())
+        else:
+            short.extend((t, field) for field in lacking)
     report.checked += 1
     report.source_points += source
     report.target_points += target
     entry = Mismatch(measurement, tenant, placement.database,
                      policy or '(default)', source, target, short)
+    if arrived:
+        report.arrived.append(dataclasses.replace(entry, units=[]))
+        report.arrived_points += arrived
     if short:
         report.mismatches.append(entry)
         for t, _ in short:

@@ -27,9 +27,13 @@ TEMPLATE_PLACEHOLDERS = ('database_name',)
 #: Where a rebalance records its moves (see :mod:`.moves`), on each target
 #: server.
 MOVES_DATABASE = '_dbpt_moves'
+#: Where each server keeps its own id (see
+#: :mod:`monasca_persister_dbpt.influx.identity`): influxd 1.x has none.
+SERVER_ID_DATABASE = '_dbpt_server'
 #: Databases no tenant is ever written to: InfluxDB's own, ours, and (added
 #: per mapping) the shared database the migration reads from.
-RESERVED_DATABASES = frozenset({'_internal', MOVES_DATABASE})
+RESERVED_DATABASES = frozenset({'_internal', MOVES_DATABASE,
+                                SERVER_ID_DATABASE})
 
 
 def check_database_name(name: str) -> None:

@@ -23,6 +23,7 @@ from monasca_persister_dbpt import conf
 from monasca_persister_dbpt.commits import guard as commit_guard
 from monasca_persister_dbpt.commits.buffers import TenantBuffers
 from monasca_persister_dbpt.commits.watermark import Watermark
+from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
 from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.limits import LimitExceeded, TenantLimits
@@ -118,6 +119,7 @@ class TenantRepository(Repository):
             request_timeout=dbpt.request_timeout,
             retry_timeout=dbpt.retry_timeout,
             backoff_max=dbpt.retry_backoff_max, stats=self.stats)
+        self._check_servers(dbpt)
         self.buffers, self.watermark, buffering = self._buffers(
             conf_obj, guarded and not legacy)
         #: ((topic, partition), offset) of the record being processed.
@@ -133,6 +135,18 @@ class TenantRepository(Repository):
                  'Kafka commits: the host\'s own, asynchronous ([dbpt] '
                  'commit_guard is off or could not be installed)', buffering,
                  self.placements.describe())
+
+    def _check_servers(self, dbpt) -> None:
+        """Refuse a config naming one influxd twice (the rebalance would
+        drop what it copied onto itself); a server that does not answer
+        costs only its wait, bounded like a write's before it is held."""
+        try:
+            identity.identify(self.writer, self.placements.servers,
+                              retry_for=min(dbpt.retry_timeout,
+                                            max(dbpt.hold_after, 1.0)))
+        except identity.SameServer as exc:
+            LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
+            raise
 
     def _buffers(self, conf_obj: cfg.ConfigOpts, controlled: bool):
         """The tenant buffers, the watermark (when commits can follow it),

@@ -153,17 +153,37 @@ def test_statistics_combine_the_period_both_servers_hold_exactly():
                                 ['t1', 3.5, 0.0, 8.0, 4, 14.0]]
 
 
+def _policies(*rows):
+    """A source answering SHOW RETENTION POLICIES with *rows*."""
+    columns = ['name', 'duration', 'shardGroupDuration', 'replicaN',
+               'default']
+
+    def run(statement):
+        assert statement.startswith('SHOW RETENTION POLICIES'), statement
+        return [{'series': [{'columns': columns,
+                             'values': [list(r) for r in rows]}]}]
+    return run
+
+
 def test_a_move_sends_each_policy_to_its_own_and_keeps_other_tenants_out():
     placements = PlacementMap(default_retention_hours=24,
                               tiers=_tiers('1h:8w'))
     placement = placements.place('t')
-    planner = MovePlanner(lambda q: [], placements,
-                          MoveJob('t', 'mon_t', A, placement))
     tier = placement.tiers[0].policy
+    planner = MovePlanner(_policies(
+        ('autogen', '0s', '168h0m0s', 1, True),
+        (tier.name, '1344h0m0s', '168h0m0s', 1, False),
+        ('tier_5m', '672h0m0s', '24h0m0s', 1, False)), placements,
+        MoveJob('t', 'mon_t', A, placement))
     assert planner.target_policy(placement, tier.name) == tier.name
     assert planner.target_hours(placement, tier.name) == 8 * 7 * 24
     assert planner.target_policy(placement, 'autogen') is None
     assert planner.target_hours(placement, 'autogen') == 24
+    # A policy the placement does not know keeps its name and duration:
+    # never the raw policy.
+    assert planner.target_policy(placement, 'tier_5m') == 'tier_5m'
+    assert planner.target_hours(placement, 'tier_5m') == 4 * 7 * 24
+    assert [r['name'] for r in planner.kept_policies()] == ['tier_5m']
     assert planner.accepts('t') is None
     assert 'tenant' in planner.accepts('u')
     assert planner.lower_for(placement, tier.name) < \
@@ -173,3 +193,37 @@ def test_a_move_sends_each_policy_to_its_own_and_keeps_other_tenants_out():
 def _tiers(text):
     from monasca_persister_dbpt.placement import parse_tiers
     return parse_tiers([text])
+
+
+def test_grouping_reads_the_tags_a_statistics_query_groups_by():
+    base = 'select count(value) from "m" where _region = \'a group by b\''
+    assert merge.grouping(base + ' group by time(60s) fill(none)') is None
+    assert merge.grouping(base + ' group by *,time(60s) fill(none)') == '*'
+    assert merge.grouping(base + ' group by hostname,"a b",time(60s)') == \
+        ['hostname', 'a b']
+
+
+def test_stragglers_are_the_old_points_the_new_server_lacks_per_period():
+    old = {'series': [{'name': 'cpu', 'tags': {'hostname': 'h0', 'x': '1'},
+                       'columns': ['time', 'value'],
+                       'values': [[0, 1.0], [30 * 10 ** 9, 3.0],
+                                  [60 * 10 ** 9, 5.0], [90 * 10 ** 9, 'x']]}]}
+    new = merge.point_keys({'series': [{
+        'name': 'cpu', 'tags': {'hostname': 'h0', 'x': '1'},
+        'columns': ['time', 'value'], 'values': [[60 * 10 ** 9, 5.0]]}]})
+    plain = merge.stragglers(old, new, None, 60)
+    assert plain == {'series': [{
+        'name': 'cpu', 'columns': ['time', 'min', 'max', 'count', 'sum'],
+        'values': [['1970-01-01T00:00:00Z', 1.0, 3.0, 2, 4.0]]}]}
+    by_host = merge.stragglers(old, new, ['hostname'], 60)['series'][0]
+    assert by_host['tags'] == {'hostname': 'h0'}
+    assert merge.stragglers(old, new, '*', 60)['series'][0]['tags'] == \
+        {'hostname': 'h0', 'x': '1'}
+    # Merged with the servers' own periods, exactly.
+    server = {'series': [{'name': 'cpu', 'columns': ['time', 'min', 'max',
+                                                     'count', 'sum'],
+                          'values': [['1970-01-01T00:00:00Z', 2.0, 2.0, 1,
+                                      2.0]]}]}
+    merged = merge.merge_statistics([server, plain], ['count', 'mean'], None)
+    assert merged['series'][0]['values'] == [['1970-01-01T00:00:00Z', 3,
+                                              2.0]]
