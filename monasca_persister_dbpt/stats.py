@@ -39,6 +39,7 @@ class Stats:
         self._tenants_max = tenants_max
         self._totals: collections.Counter = collections.Counter()
         self._gauges: dict[str, Callable[[], int]] = {}
+        self._labelled: dict[str, tuple] = {}
         self._interval = interval
         self._path = path
         self._timer: Optional[threading.Thread] = None
@@ -82,6 +83,17 @@ class Stats:
         """Report ``read()`` as *name* in every summary (a level, not a sum)."""
         self._gauges[name] = read
 
+    def labelled(self, name: str, label: str,
+                 read: Callable[[], dict]) -> None:
+        """A level per *label* value: ``read()`` gives {value: level}
+        (per server, say)."""
+        self._labelled[name] = (label, read)
+
+    def labelled_gauges(self) -> dict:
+        """name -> (label, {value: level})."""
+        return {name: (label, read())
+                for name, (label, read) in self._labelled.items()}
+
     def tenant(self, tenant: str) -> dict:
         """One tenant's counters (empty once it has been forgotten)."""
         with self._lock:
@@ -93,7 +105,11 @@ class Stats:
             return {t: dict(c) for t, c in self._counts.items()}
 
     def gauges(self) -> dict:
-        return {name: read() for name, read in self._gauges.items()}
+        out = {name: read() for name, read in self._gauges.items()}
+        for name, (_, values) in self.labelled_gauges().items():
+            if values:
+                out[name] = values
+        return out
 
     def snapshot(self, top: int = TOP) -> dict:
         gauges = self.gauges()

@@ -13,13 +13,17 @@ from tests import servers
 
 
 @pytest.fixture
-def conf():
-    """A fresh ConfigOpts with the host's [influxdb] and our [dbpt] groups."""
+def conf(tmp_path_factory):
+    """A fresh ConfigOpts with the host's [influxdb] and our [dbpt] groups
+    (the spill in a folder of the test's own)."""
     conf = cfg.ConfigOpts()
     dbpt_conf.register_opts(conf)
     conf([], project='dbpt-test', default_config_files=[])
+    conf.set_override('spill_dir', str(tmp_path_factory.mktemp('spill')),
+                      'dbpt')
     yield conf
     conf.reset()
+    conf.clear_override('spill_dir', 'dbpt')
 
 
 @pytest.fixture(scope='session')

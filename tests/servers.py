@@ -341,6 +341,7 @@ PERSISTER_CONF = textwrap.dedent('''\
     [dbpt]
     stats_interval = {stats_interval}
     stats_file = {stats_file}
+    spill_dir = {spill_dir}
     {extra}
     ''')
 
@@ -369,7 +370,7 @@ class Persister:
                       influx_host=influx.host, influx_port=influx.port,
                       retention_hours=0, stats_interval=2,
                       stats_file=os.path.join(self.dir, 'stats.json'),
-                      extra='')
+                      spill_dir=os.path.join(self.dir, 'spill'), extra='')
         values.update(settings)
         with open(self.config, 'w') as handle:
             handle.write(PERSISTER_CONF.format(**values))

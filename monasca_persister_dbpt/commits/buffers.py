@@ -17,6 +17,12 @@ tenant again, so a tenant moved in the tenant servers file takes them to
 its new server. Only the partitions holding those records wait; every other
 tenant is written and committed meanwhile.
 
+With a spill (:mod:`.spill`, ``[dbpt] spill_dir``), a write that finds
+its server down does not hold its points here: they go to that server's
+spill file, fsynced, and count as written, so their records are committed
+and nothing waits for that server, for however long it is down. Points
+are held here only when the spill is full or cannot be written.
+
 Bounds, whatever happens: ``buffered_points_max`` for everything here and
 ``held_points_max`` for what a down server holds. Past them, the host's
 thread waits for writes (up to ``[dbpt] retry_timeout``) and then fails the
@@ -30,6 +36,7 @@ import threading
 import time
 from typing import Optional
 
+from monasca_persister_dbpt.commits.spill import Spill
 from monasca_persister_dbpt.commits.watermark import Ticket
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.placement import PlacementMap
@@ -40,7 +47,7 @@ LOG = logging.getLogger(__name__)
 
 class _Buffer:
     __slots__ = ('lines', 'tickets', 'since', 'held', 'retry_at', 'delay',
-                 'inflight')
+                 'inflight', 'held_since')
 
     def __init__(self, now: float) -> None:
         self.lines: list = []
@@ -50,6 +57,7 @@ class _Buffer:
         self.retry_at = 0.0
         self.delay = 0.0
         self.inflight = 0       # points of a write under way
+        self.held_since = 0.0   # time.time() it was first held
 
     @property
     def busy(self) -> bool:
@@ -60,7 +68,8 @@ class TenantBuffers:
     def __init__(self, placements: PlacementMap, writer: InfluxWriter,
                  stats: Stats, *, chunk_points: int, coalesce_points: int,
                  max_delay: float, buffered_max: int, held_max: int,
-                 hold_after: Optional[float]) -> None:
+                 hold_after: Optional[float],
+                 spill: Optional[Spill] = None) -> None:
         self._placements = placements
         self._writer = writer
         self._stats = stats
@@ -72,6 +81,9 @@ class TenantBuffers:
         # None: a write retries for the full retry_timeout and failures
         # are raised (commits cannot wait for held points).
         self._hold_after = hold_after
+        #: Where a down server's points go instead of memory (only when
+        #: points may be held: commits follow the watermark).
+        self.spill = spill if hold_after is not None else None
         self._lock = threading.Condition()
         self._buffers: dict[str, _Buffer] = {}
         self._points = 0          # buffered, held and being written
@@ -79,9 +91,15 @@ class TenantBuffers:
         self._failed: Optional[BaseException] = None
         self._timer: Optional[threading.Thread] = None
         self._closed = False
+        #: Called at every tick of the timer (the outage report).
+        self.on_tick: list = []
         # A down server holds thousands of tenants: a line a minute per
         # server says so, with how many were not logged.
         self._throttle = LogThrottle(logger=LOG)
+        if self.spill is not None:
+            # Replays what this worker adopts, even if it never gets a
+            # record (an idle topic's worker may adopt another's spill).
+            self._start_timer(held=True)
         stats.gauge('points_buffered', lambda: self._points)
         stats.gauge('points_held', self.held)
         stats.gauge('oldest_buffered_seconds', self.oldest_age)
@@ -214,6 +232,9 @@ class TenantBuffers:
 
     def _write(self, tenant, placement, lines, tickets, held) -> None:
         """In a writer thread: all of a buffer, in chunks."""
+        if self.spill is not None and self.spill.pending(placement.server) \
+                and self._spilled(tenant, placement, lines, tickets, held):
+            return  # behind the points its server has not taken yet
         done = 0
         try:
             for start in range(0, len(lines), self._chunk):
@@ -256,13 +277,43 @@ class TenantBuffers:
         if again:
             self._ship(tenant)
 
+    def _spilled(self, tenant, placement, lines, tickets, was_held) -> bool:
+        """Put *lines* in the spill of their server; True once they are
+        there (their tickets are done: the records may be committed)."""
+        if not self.spill.append(placement.server, tenant, lines):
+            return False
+        for ticket in tickets:
+            ticket.done = True
+        self._stats.add(tenant, 'points_spilled', len(lines))
+        with self._lock:
+            self._points -= len(lines)
+            buf = self._buffers.get(tenant)
+            if was_held:
+                self._held_tenants.discard(tenant)
+            if buf is not None:
+                buf.inflight = 0
+                buf.held = False
+                buf.delay = 0.0
+                if not buf.lines:
+                    del self._buffers[tenant]
+            self._lock.notify_all()
+        self._start_timer(held=True)
+        return True
+
     def _keep(self, tenant, placement, lines, tickets, was_held, exc,
               written) -> None:
-        """A write that failed: its points go back in front of the
-        tenant's buffer, held, to be tried again."""
+        """A write that failed: its points go to the spill if there is one,
+        else back in front of the tenant's buffer, held, to be tried
+        again."""
         if not isinstance(exc, WriteFailed):
             LOG.error('writing %d points of tenant %s: %r', len(lines),
                       tenant, exc)
+        elif self.spill is not None:
+            with self._lock:
+                self._points -= written
+            written = 0
+            if self._spilled(tenant, placement, lines, tickets, was_held):
+                return
         with self._lock:
             self._points -= written
             buf = self._buffers.get(tenant)
@@ -276,6 +327,7 @@ class TenantBuffers:
                 self._failed = exc
             elif not was_held:
                 buf.held = True
+                buf.held_since = buf.held_since or time.time()
                 self._held_tenants.add(tenant)
                 self._stats.add(tenant, 'points_held', len(lines))
                 self._throttle.log(
@@ -303,7 +355,8 @@ class TenantBuffers:
     def _start_timer(self, held: bool = False) -> None:
         """The timer writes what is due by age and retries held points
         (it runs for held points even without coalescing)."""
-        if self._timer is None and (self.max_delay > 0 or held):
+        if self._timer is None and (self.max_delay > 0 or held or (
+                self.spill is not None and self.spill.used_bytes)):
             self._timer = threading.Thread(target=self._tick, daemon=True,
                                            name='dbpt-coalesce')
             self._timer.start()
@@ -312,11 +365,27 @@ class TenantBuffers:
         pause = min(max(self.max_delay / 4, 0.05), 1.0) if self.max_delay \
             else 0.1
         while not self._closed:
-            time.sleep(pause)
+            idle = not self._buffers and (self.spill is None or
+                                          not self.spill.used_bytes)
+            time.sleep(max(pause, 1.0) if idle else pause)
             try:
                 self._ship_due()
             except Exception:  # noqa: BLE001 - the timer must go on
                 LOG.exception('writing buffered points')
+            if self.spill is not None:
+                try:
+                    replayed = self.spill.replay(
+                        self._writer, self._placements,
+                        self._writer.backoff_max)
+                    if replayed:
+                        self._stats.add(None, 'points_replayed', replayed)
+                except Exception:  # noqa: BLE001 - the timer must go on
+                    LOG.exception('writing spilled points')
+            for call in self.on_tick:
+                try:
+                    call()
+                except Exception:  # noqa: BLE001 - the timer must go on
+                    LOG.exception('reporting outages')
 
     # -- reading -----------------------------------------------------------
 
@@ -328,6 +397,20 @@ class TenantBuffers:
         with self._lock:
             return sum(len(self._buffers[t].lines) + self._buffers[t].inflight
                        for t in self._held_tenants if t in self._buffers)
+
+    def held_by_server(self) -> dict[str, tuple[int, float]]:
+        """Server URL -> (points held in memory, time.time() the oldest
+        of them was first held)."""
+        out: dict[str, tuple[int, float]] = {}
+        with self._lock:
+            held = [(t, self._buffers[t]) for t in self._held_tenants
+                    if t in self._buffers]
+        for tenant, buf in held:
+            url = self._placement(tenant).server.url
+            points, since = out.get(url, (0, buf.held_since))
+            out[url] = (points + len(buf.lines) + buf.inflight,
+                        min(since, buf.held_since or since))
+        return out
 
     def holding(self) -> bool:
         return bool(self._held_tenants)

@@ -8,6 +8,9 @@ the host's group; only what upstream cannot express lives here.
 
 from oslo_config import cfg
 
+#: Where a down server's points wait by default (see spill_dir).
+SPILL_DIR = '/var/lib/monasca-persister-dbpt/spill'
+
 dbpt_group = cfg.OptGroup(
     name='dbpt', title='Database per tenant',
     help='Options of monasca-persister-dbpt. The InfluxDB address, database '
@@ -140,6 +143,24 @@ writer_opts = [
                       'the server counts as down and its points are held (see '
                       'held_points_max). Later batches hold its points at '
                       'once, until the server answers again.'),
+    cfg.StrOpt('spill_dir', default=SPILL_DIR,
+               help='Folder where the points of an InfluxDB server that is '
+                    'down are appended and fsynced, so that their Kafka '
+                    'records are committed and nothing else waits for that '
+                    'server however long it is down; they are written to it '
+                    'when it answers, in order. Must be on a local disk that '
+                    'survives a reboot, writable by the persister. An empty '
+                    'value turns the spill off: a down server\'s points '
+                    'are then held in memory (held_points_max) and their '
+                    'records stay uncommitted. When the default cannot be '
+                    'written the spill is off (logged at start); a folder '
+                    'set here that cannot be written stops start-up.'),
+    cfg.IntOpt('spill_max_bytes', default=10 * 1024 ** 3, min=1024 ** 2,
+               help='Bytes one worker process may keep in spill_dir (about '
+                    '300 per point). Size it for the longest outage to ride '
+                    'out: rate of points to one server x seconds x 300. '
+                    'Past it the points are held in memory '
+                    '(held_points_max), then the persister waits.'),
     cfg.FloatOpt('retry_backoff_max', default=8.0, min=0.01,
                  help='Longest pause, in seconds, between two retries.'),
     cfg.IntOpt('stats_interval', default=300, min=0,

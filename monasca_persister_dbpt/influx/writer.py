@@ -63,6 +63,8 @@ class InfluxWriter:
         self.schema = Schema(self.stats)
         self._local = threading.local()
         self._down: set[Server] = set()
+        #: Server -> time.time() it was marked down.
+        self.down_since: dict[Server, float] = {}
         self._throttle = LogThrottle(logger=LOG)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='dbpt-writer')
@@ -313,6 +315,7 @@ class InfluxWriter:
                 if left <= 0 and retry_for is not None:
                     if server not in self._down:
                         self._down.add(server)
+                        self.down_since.setdefault(server, time.time())
                         LOG.warning('InfluxDB at %s marked down after %d '
                                     'attempts over %.1fs: %s', server.url,
                                     attempt, bound, str(exc).strip()[:300])
@@ -337,6 +340,7 @@ class InfluxWriter:
             else:
                 if self._down and server in self._down:
                     self._down.discard(server)
+                    self.down_since.pop(server, None)
                     LOG.warning('InfluxDB at %s answers again', server.url)
                 return result
 

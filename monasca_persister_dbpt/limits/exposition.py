@@ -87,6 +87,13 @@ class _Counters:
                                       labels=['pid'])
             gauge.add_metric([pid], value)
             yield gauge
+        for name, (label, values) in self._stats.labelled_gauges().items():
+            gauge = GaugeMetricFamily(PREFIX + name, 'Current %s, per %s.'
+                                      % (name.replace('_', ' '), label),
+                                      labels=[label, 'pid'])
+            for value, level in sorted(values.items()):
+                gauge.add_metric([value, pid], level)
+            yield gauge
 
 
 class _Directory:

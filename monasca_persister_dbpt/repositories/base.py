@@ -22,6 +22,8 @@ from oslo_config import cfg
 from monasca_persister_dbpt import conf
 from monasca_persister_dbpt.commits import guard as commit_guard
 from monasca_persister_dbpt.commits.buffers import TenantBuffers
+from monasca_persister_dbpt.commits.outages import Outages
+from monasca_persister_dbpt.commits.spill import Spill, SpillUnusable
 from monasca_persister_dbpt.commits.watermark import Watermark
 from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
@@ -172,12 +174,19 @@ class TenantRepository(Repository):
         else:
             words.append('points of a down server held up to %d, only the '
                          'records behind them wait' % held_max)
+        spill = self._spill(dbpt) if held_max else None
+        if spill is not None:
+            words.append('points of a down server spilled to %s (at most %d '
+                         'bytes) and committed' % (spill.directory,
+                                                   spill.max_bytes))
         buffers = TenantBuffers(
             self.placements, self.writer, self.stats,
             chunk_points=conf_obj.influxdb.batch_size,
             coalesce_points=dbpt.coalesce_points, max_delay=max_delay,
             buffered_max=dbpt.buffered_points_max, held_max=held_max,
-            hold_after=dbpt.hold_after if held_max else None)
+            hold_after=dbpt.hold_after if held_max else None, spill=spill)
+        self.outages = Outages(self.placements, self.writer, buffers,
+                               self.stats)
         watermark = None
         if controlled:
             watermark = Watermark()
@@ -185,6 +194,25 @@ class TenantRepository(Repository):
             self.stats.gauge('watermark_lag', watermark.lag)
         self.stats.gauge('points_per_request', self._points_per_request)
         return buffers, watermark, '; '.join(words)
+
+    @staticmethod
+    def _spill(dbpt) -> Optional[Spill]:
+        """The spill, or None: off when set empty, or when the default
+        folder cannot be written (said at start); a folder the operator
+        set that cannot be written stops start-up."""
+        if not dbpt.spill_dir:
+            return None
+        try:
+            return Spill(dbpt.spill_dir, dbpt.spill_max_bytes)
+        except SpillUnusable as exc:
+            if dbpt.spill_dir != conf.dbpt.SPILL_DIR:
+                LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
+                raise
+            LOG.warning('%s: the spill is off, so a down InfluxDB server\'s '
+                        'points are held in memory (held_points_max); set '
+                        '[dbpt] spill_dir to a folder the persister can '
+                        'write', exc)
+            return None
 
     def _points_per_request(self) -> float:
         requests = self.stats.total('write_requests')
