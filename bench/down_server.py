@@ -2,13 +2,14 @@
 
 Two influxd processes; every tenth tenant is placed on the second. The
 host's loop (bench/write_path.py) runs the same number of records three
-times: both servers up; the second one down (its points held in memory,
-after one warm-up batch that pays ``[dbpt] hold_after``); and, with the
-second server back, how fast the held points are replayed. Prints
-records/s of each run, the process's resident memory per held point, and
-the replay rate.
+times: both servers up; the second one down (its points spilled to disk,
+or with ``--no-spill`` held in memory, after one warm-up batch that pays
+``[dbpt] hold_after``); and, with the second server back, how fast what
+waited is replayed. Prints records/s of each run, the memory (or disk)
+per waiting point, and the replay rate.
 
     .venv/bin/python bench/down_server.py                # 200,000 records
+    .venv/bin/python bench/down_server.py --no-spill     # held in memory
     .venv/bin/python bench/down_server.py --records 50000
 """
 
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument('--batch', type=int, default=20000)
     parser.add_argument('--every', type=int, default=10,
                         help='every Nth tenant is on the second server')
+    parser.add_argument('--no-spill', action='store_true',
+                        help='hold the down server\'s points in memory')
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix='dbpt-bench-down-')
@@ -69,6 +72,8 @@ def main() -> None:
         cfg.CONF.set_override('servers', {'two': second.url}, 'dbpt')
         cfg.CONF.set_override('tenant_overrides_file', mapping, 'dbpt')
         cfg.CONF.set_override('held_points_max', args.records * 2, 'dbpt')
+        cfg.CONF.set_override('spill_dir', '' if args.no_spill else
+                              os.path.join(work, 'spill'), 'dbpt')
         from monasca_persister_dbpt.repositories.metrics import \
             MetricsRepository
         repo = MetricsRepository()
@@ -82,14 +87,22 @@ def main() -> None:
         second.stop()
         took_warm = host_loop(repo, warm, args.batch)
         gc.collect()
-        rss0, held0 = rss_mib(), repo.buffers.held()
+        spill = repo.buffers.spill
+
+        def waiting():
+            return repo.buffers.held() + sum(
+                w['points'] for w in spill.waiting().values()) \
+                if spill else repo.buffers.held()
+        rss0, held0 = rss_mib(), waiting()
+        disk0 = spill.used_bytes if spill else 0
         took_down = host_loop(repo, down, args.batch)
         gc.collect()
-        rss1, held1 = rss_mib(), repo.buffers.held()
+        rss1, held1 = rss_mib(), waiting()
+        disk1 = spill.used_bytes if spill else 0
         sizes = held_bytes(repo.buffers)
         second.start()
         t0 = time.perf_counter()
-        while repo.buffers.holding():
+        while repo.buffers.holding() or (spill and spill.used_bytes):
             time.sleep(0.05)
         took_replay = time.perf_counter() - t0
 
@@ -98,8 +111,12 @@ def main() -> None:
               % (n, args.tenants, len(names[::args.every])))
         print('both servers up:        %8.0f records/s' % (n / took_up))
         print('second server down:     %8.0f records/s  (%.0f%% of up; '
-              '%d points held)' % (n / took_down, 100 * took_up / took_down,
-                                   held1 - held0))
+              '%d points %s)' % (n / took_down, 100 * took_up / took_down,
+                                 held1 - held0, 'spilled, committed' if spill
+                                 else 'held in memory'))
+        if spill:
+            print('spill on disk:          %8.0f bytes per point'
+                  % ((disk1 - disk0) / max(held1 - held0, 1)))
         print('first batch after the server went away: %.1f s (%d records; '
               'includes [dbpt] hold_after = %.0f s)'
               % (took_warm, len(warm), cfg.CONF.dbpt.hold_after))
@@ -110,7 +127,7 @@ def main() -> None:
               'their lists, sys.getsizeof)' % sizes)
         print('replay after it came back: %d points in %.1f s (%.0f '
               'points/s, from the start of influxd)'
-              % (held1, took_replay, held1 / took_replay))
+              % (held1, took_replay, held1 / max(took_replay, 1e-9)))
     finally:
         first.close()
         second.close()

@@ -42,6 +42,9 @@ function configure_monasca_persister_dbpt {
     iniset "$conf" influxdb db_per_tenant True
     iniset "$conf" influxdb default_retention_hours "$MONASCA_PERSISTER_DBPT_RETENTION_HOURS"
     iniset "$conf" dbpt commit_guard "$MONASCA_PERSISTER_DBPT_COMMIT_GUARD"
+    # Where a down InfluxDB's points wait (a local disk, the persister's).
+    sudo install -d -o "$STACK_USER" -m 0700 "$MONASCA_PERSISTER_DBPT_SPILL_DIR"
+    iniset "$conf" dbpt spill_dir "$MONASCA_PERSISTER_DBPT_SPILL_DIR"
     _dbpt_set_both retention_overrides "$MONASCA_PERSISTER_DBPT_RETENTION_OVERRIDES"
     _dbpt_set_both retention_tiers "$MONASCA_PERSISTER_DBPT_RETENTION_TIERS"
     _dbpt_set_both tenant_id_pattern "$MONASCA_PERSISTER_DBPT_TENANT_PATTERN"
@@ -75,6 +78,7 @@ function unconfigure_monasca_persister_dbpt {
         inidelete "$conf" influxdb db_per_tenant
         inidelete "$conf" influxdb default_retention_hours
         inidelete "$conf" dbpt commit_guard
+        inidelete "$conf" dbpt spill_dir
     fi
     local option file
     for file in "$conf" "$MONASCA_API_CONF"; do

@@ -27,6 +27,7 @@ function iniset { _ini set "$@"; }
 function inidelete { _ini del "$@"; }
 function setup_develop { echo "setup_develop $*" >> "$CALLS"; }
 function pip_uninstall { echo "pip_uninstall $*" >> "$CALLS"; }
+function sudo { echo "sudo $*" >> "$CALLS"; }
 function echo_summary { :; }
 function define_plugin { :; }
 function plugin_requires { :; }
@@ -104,6 +105,14 @@ def test_several_servers_switch_monasca_api_to_the_read_driver(confs):
 def test_one_server_keeps_monasca_apis_own_driver(confs):
     run_phase(confs, 'stack', 'post-config')
     assert not read(confs / 'api.conf').has_section('repositories')
+
+
+def test_the_spill_folder_is_made_for_the_persister_and_named(confs):
+    run_phase(confs, 'stack', 'post-config', STACK_USER='stack',
+              MONASCA_PERSISTER_DBPT_SPILL_DIR='/srv/spill')
+    assert read(confs / 'persister.conf')['dbpt']['spill_dir'] == '/srv/spill'
+    assert 'sudo install -d -o stack -m 0700 /srv/spill' in \
+        (confs / 'calls').read_text()
 
 
 def test_unstack_and_clean_leave_nothing_of_ours(confs):
