@@ -185,11 +185,11 @@ def test_a_bad_placement_option_stops_the_read_driver_naming_it(
         _repo()
 
 
-def _statistics(repo, tenant, start, period=600):
+def _statistics(repo, tenant, start, period=600, group_by=None):
     (result,) = repo.metrics_statistics(
         tenant, REGION, 'cpu.idle_perc', {'hostname': tenant + '-h2'},
         start, NOW_S + 600, ['avg', 'min', 'max', 'count', 'sum'], period,
-        None, 100, False, None)
+        None, 100, False, group_by)
     return result['columns'], [row[1:] for row in result['statistics']]
 
 
@@ -224,6 +224,14 @@ def test_statistics_come_from_the_tier_when_older_than_raw_and_agree(
         for a, b in zip(raw, tiered):
             assert a[1:4] == b[1:4]  # min, max, count exact
             assert a[0] == pytest.approx(b[0]) and a[4] == pytest.approx(b[4])
+        # With group_by (monasca-api writes "group by *,time(...)"): the
+        # tier too, the same answers, never an empty list.
+        for group_by in ('*', 'hostname'):
+            statements.clear()
+            _, grouped = _statistics(repo, tenant, NOW_S - 2 * 86400,
+                                     group_by=group_by)
+            assert any('"tier_10m"."cpu.idle_perc"' in s for s in statements)
+            assert grouped == tiered, group_by
         # A period the tier cannot serve (not a multiple of 10 min): raw.
         statements.clear()
         _statistics(repo, tenant, NOW_S - 2 * 86400, period=900)
