@@ -89,6 +89,9 @@ class TenantBuffers:
         self._points = 0          # buffered, held and being written
         self._held_tenants: set = set()
         self._failed: Optional[BaseException] = None
+        #: Tenants whose write failed; once all are written, the failure
+        #: is over and fails nothing.
+        self._failing: set = set()
         self._timer: Optional[threading.Thread] = None
         self._closed = False
         #: Called at every tick of the timer (the outage report).
@@ -251,43 +254,29 @@ class TenantBuffers:
             self._keep(tenant, placement, lines[done:], tickets, held, exc,
                        written=done)
             return
-        for ticket in tickets:
-            ticket.done = True
-        with self._lock:
-            buf = self._buffers.get(tenant)
-            self._points -= len(lines)
-            if held:
-                self._held_tenants.discard(tenant)
-                self._stats.add(tenant, 'points_replayed', len(lines))
-                self._throttle.log(
-                    ('replayed', placement.server), logging.INFO,
-                    '%d held points of tenant %s written to %s',
-                    len(lines), tenant, placement.server.url)
-            again = False
-            if buf is not None:
-                buf.inflight = 0
-                buf.held = False
-                buf.delay = 0.0
-                if not buf.lines:
-                    del self._buffers[tenant]
-                else:
-                    # Enough came in meanwhile for another request.
-                    again = len(buf.lines) >= self.coalesce_points
-            self._lock.notify_all()
-        if again:
-            self._ship(tenant)
+        if held:
+            self._stats.add(tenant, 'points_replayed', len(lines))
+            self._throttle.log(
+                ('replayed', placement.server), logging.INFO,
+                '%d held points of tenant %s written to %s',
+                len(lines), tenant, placement.server.url)
+        if self._settle(tenant, len(lines), tickets, held):
+            self._ship(tenant)  # enough came in meanwhile for another
 
-    def _spilled(self, tenant, placement, lines, tickets, was_held) -> bool:
-        """Put *lines* in the spill of their server; True once they are
-        there (their tickets are done: the records may be committed)."""
-        if not self.spill.append(placement.server, tenant, lines):
-            return False
+    def _settle(self, tenant, points, tickets, was_held) -> bool:
+        """A buffer's points are stored (written or spilled): their
+        records may be committed. True when enough came in meanwhile for
+        another request."""
         for ticket in tickets:
             ticket.done = True
-        self._stats.add(tenant, 'points_spilled', len(lines))
+        again = False
         with self._lock:
-            self._points -= len(lines)
             buf = self._buffers.get(tenant)
+            self._points -= points
+            if self._failing:
+                self._failing.discard(tenant)
+                if not self._failing:
+                    self._failed = None  # all written since: nothing lost
             if was_held:
                 self._held_tenants.discard(tenant)
             if buf is not None:
@@ -296,7 +285,18 @@ class TenantBuffers:
                 buf.delay = 0.0
                 if not buf.lines:
                     del self._buffers[tenant]
+                else:
+                    again = len(buf.lines) >= self.coalesce_points
             self._lock.notify_all()
+        return again
+
+    def _spilled(self, tenant, placement, lines, tickets, was_held) -> bool:
+        """Put *lines* in the spill of their server; True once they are
+        there (their tickets are done: the records may be committed)."""
+        if not self.spill.append(placement.server, tenant, lines):
+            return False
+        self._stats.add(tenant, 'points_spilled', len(lines))
+        self._settle(tenant, len(lines), tickets, was_held)
         self._start_timer(held=True)
         return True
 
@@ -323,8 +323,10 @@ class TenantBuffers:
             buf.tickets = tickets + buf.tickets
             buf.inflight = 0
             if self._hold_after is None:
-                # Commits cannot wait: the batch must fail uncommitted.
+                # Commits cannot wait: the batch must fail uncommitted,
+                # unless these points are written before it is flushed.
                 self._failed = exc
+                self._failing.add(tenant)
             elif not was_held:
                 buf.held = True
                 buf.held_since = buf.held_since or time.time()
@@ -346,6 +348,7 @@ class TenantBuffers:
     def _raise_failure(self) -> None:
         with self._lock:
             exc, self._failed = self._failed, None
+            self._failing.clear()
         if exc is not None:
             raise exc if isinstance(exc, WriteFailed) else WriteFailed(
                 str(exc))

@@ -245,3 +245,41 @@ def test_points_added_while_their_tenant_is_written_are_written_too():
     buffers.flush(everything=True)  # without coalescing: all of it
     assert [line for _, line in writer.written] == ['a0', 'a1', 'a2']
     assert buffers.buffered() == 0
+
+
+def test_a_failure_written_since_fails_no_later_flush():
+    """Without held points a failed write fails the next flush, unless its
+    points were written before it: then nothing is lost and nothing ends."""
+    writer = Writer()
+    buffers = _buffers(writer, hold_after=None, max_delay=0.05,
+                       coalesce_points=100)
+    writer.down.add('t')
+    buffers.add('t', 'a')
+    buffers.flush(everything=False)     # the host's flush: starts the timer
+    assert _wait(lambda: buffers._failed is not None)
+    writer.down.clear()
+    # The timer writes the kept point by its age.
+    assert _wait(lambda: writer.written == [('t', 'a')])
+    buffers.add('t', 'b')
+    buffers.flush(everything=True)      # does not raise
+    assert writer.written == [('t', 'a'), ('t', 'b')]
+
+
+def test_a_down_servers_points_are_spilled_and_their_records_committable(
+        tmp_path):
+    from monasca_persister_dbpt.commits.spill import Spill
+    writer = Writer()
+    spill = Spill(str(tmp_path), 10 ** 7)
+    buffers = _buffers(writer, spill=spill)
+    writer.down.add('t')
+    tickets = [buffers.add('t', 'p%d' % i) for i in range(5)]
+    # Spilled, so done: the watermark may pass their records.
+    assert _wait(lambda: all(t.done for t in tickets))
+    assert buffers.held() == 0 and writer.written == []
+    later = buffers.add('t', 'p5')       # joins the spill, in order
+    buffers.flush(everything=True)
+    assert later.done and writer.written == []
+    writer.down.clear()
+    assert _wait(lambda: len(writer.written) == 6)
+    assert writer.written == [('t', 'p%d' % i) for i in range(6)]
+    assert _wait(lambda: not spill.pending(PlacementMap().place('t').server))
