@@ -102,10 +102,15 @@ def test_ctrl_c_stops_promptly_and_the_same_command_resumes(
             not checkpoint.exists() or
             len(checkpoint.read_text().splitlines()) < 10):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    sent = time.monotonic()
-    _, err = proc.communicate(timeout=30)
-    assert time.monotonic() - sent < 10
+    # Freeze influxd: the run cannot finish before Ctrl-C reaches it, and
+    # a statement is in flight (hundreds of chunks are left).
+    os.kill(influx.proc.pid, signal.SIGSTOP)
+    try:
+        assert proc.poll() is None, 'the run ended before Ctrl-C'
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.kill(influx.proc.pid, signal.SIGCONT)
     assert proc.returncode == 130, err
     assert 'run the same command again' in err and 'Traceback' not in err
     out = migrate(persister_conf, '--chunk-points', '1',
