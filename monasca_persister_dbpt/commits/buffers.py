@@ -104,7 +104,7 @@ class TenantBuffers:
             # record (an idle topic's worker may adopt another's spill).
             self._start_timer(held=True)
         stats.gauge('points_buffered', lambda: self._points)
-        stats.gauge('points_held', self.held)
+        stats.gauge('held_points', self.held)
         stats.gauge('oldest_buffered_seconds', self.oldest_age)
 
     # -- the host's thread -------------------------------------------------
@@ -319,6 +319,9 @@ class TenantBuffers:
             buf = self._buffers.get(tenant)
             if buf is None:
                 buf = self._buffers[tenant] = _Buffer(time.monotonic())
+            # Points added while this write was failing were not counted
+            # as held: they are now.
+            newly = len(lines) + len(buf.lines)
             buf.lines = lines + buf.lines
             buf.tickets = tickets + buf.tickets
             buf.inflight = 0
@@ -331,7 +334,7 @@ class TenantBuffers:
                 buf.held = True
                 buf.held_since = buf.held_since or time.time()
                 self._held_tenants.add(tenant)
-                self._stats.add(tenant, 'points_held', len(lines))
+                self._stats.add(tenant, 'points_held', newly)
                 self._throttle.log(
                     ('holding', placement.server), logging.WARNING,
                     'holding %d points of tenant %s until InfluxDB at %s '

@@ -310,15 +310,17 @@ class InfluxWriter:
             try:
                 result = call()
             except (_Transient, requests.RequestException) as exc:
-                self._auth_error(server, exc)
+                auth = self._auth_error(server, exc)
                 left = deadline - time.monotonic()
                 if left <= 0 and retry_for is not None:
                     if server not in self._down:
                         self._down.add(server)
                         self.down_since.setdefault(server, time.time())
-                        LOG.warning('InfluxDB at %s marked down after %d '
-                                    'attempts over %.1fs: %s', server.url,
-                                    attempt, bound, str(exc).strip()[:300])
+                        if not auth:  # credentials: their ERROR says it
+                            LOG.warning('InfluxDB at %s marked down after '
+                                        '%d attempts over %.1fs: %s',
+                                        server.url, attempt, bound,
+                                        str(exc).strip()[:300])
                     raise ServerDown('InfluxDB at %s is down (%s%s): %s' % (
                         server.url, what, ', tenant %s' % tenant if tenant
                         else '', str(exc)[:300])) from exc
@@ -332,9 +334,10 @@ class InfluxWriter:
                            str(exc)[:300])) from exc
                 self.stats.add(tenant, 'retries')
                 pause = min(delay, left) * (0.5 + random.random() / 2)
-                LOG.warning('InfluxDB at %s failed (%s), retry %d in %.2fs',
-                            server.url, str(exc).strip()[:200], attempt,
-                            pause)
+                if not auth:
+                    LOG.warning('InfluxDB at %s failed (%s), retry %d in '
+                                '%.2fs', server.url, str(exc).strip()[:200],
+                                attempt, pause)
                 time.sleep(pause)
                 delay = min(delay * 2, self.backoff_max)
             else:
@@ -344,10 +347,10 @@ class InfluxWriter:
                     LOG.warning('InfluxDB at %s answers again', server.url)
                 return result
 
-    def _auth_error(self, server: Server, exc: Exception) -> None:
+    def _auth_error(self, server: Server, exc: Exception) -> bool:
         """An ERROR an operator cannot miss when InfluxDB refuses our
         credentials (nothing is lost: the points wait, as for a down
-        server)."""
+        server), instead of server-down lines; True if it was that."""
         status = getattr(exc, 'status', None)
         if status in (401, 403):
             self._throttle.log(
@@ -356,6 +359,8 @@ class InfluxWriter:
                 '[influxdb] user and password; the points are kept and '
                 'retried, nothing is committed past them', server.url, status,
                 str(exc)[:200])
+            return True
+        return False
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

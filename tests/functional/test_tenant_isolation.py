@@ -176,7 +176,12 @@ def test_wrong_credentials_are_an_error_naming_the_server_not_a_loss(
         assert len(errors) == 1  # rate-limited, not one per retry
         assert guarded.url in errors[0].getMessage()
         assert 'HTTP 401' in errors[0].getMessage()
-        # Nothing lost: held, commits wait for it.
-        assert repo.buffers.held() == 1 and repo.buffers.holding()
+        # That ERROR instead of server-down lines.
+        assert not [r for r in caplog.records if 'marked down' in
+                    r.getMessage() or 'failed (' in r.getMessage()]
+        # Nothing lost: the point waits in the spill for the right
+        # credentials (stored, so its record may be committed).
+        assert repo.stats.total('points_spilled') == 1
+        assert repo.buffers.spill.pending(repo.placements.default_server)
     finally:
         guarded.close()

@@ -283,3 +283,23 @@ def test_a_down_servers_points_are_spilled_and_their_records_committable(
     assert _wait(lambda: len(writer.written) == 6)
     assert writer.written == [('t', 'p%d' % i) for i in range(6)]
     assert _wait(lambda: not spill.pending(PlacementMap().place('t').server))
+
+
+def test_points_added_while_a_first_write_fails_are_counted_as_held():
+    gate = threading.Event()
+
+    class Slow(Writer):
+        def write(self, placement, lines, retry_for=None, fail_fast=True):
+            gate.wait(10)
+            return super().write(placement, lines, retry_for, fail_fast)
+    writer = Slow()
+    writer.down.add('t')
+    buffers = _buffers(writer, coalesce_points=3)
+    for i in range(3):
+        buffers.add('t', 'p%d' % i)     # shipped: its write hangs, fails
+    for i in range(3, 5):
+        buffers.add('t', 'p%d' % i)     # added meanwhile
+    gate.set()
+    assert _wait(lambda: buffers.holding())
+    assert _wait(lambda: buffers._stats.total('points_held') == 5)
+    assert buffers.held() == 5

@@ -314,3 +314,30 @@ def test_a_down_server_logs_one_seed_failure_not_one_per_tenant(caplog):
     assert caps.seed_failures == 200
     assert len([r for r in caplog.records
                 if 'cannot count the series' in r.getMessage()]) == 1
+
+
+def test_every_gauge_of_a_driver_is_its_own_family_in_the_merged_text(
+        conf, tmp_path):
+    """A gauge named like a per-tenant counter would merge into the
+    counter's family and lose its TYPE line."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from monasca_persister_dbpt.limits import exposition
+    repo = MetricsRepository(conf)
+    counters = {'points_written', 'write_requests', 'records_refused',
+                'databases_created', 'policies_altered', 'databases_refused',
+                'points_held', 'points_spilled', 'points_replayed', 'retries',
+                'write_failures'}
+    gauges = set(repo.stats._gauges) | set(repo.stats._labelled)
+    assert {'held_points', 'server_up', 'points_waiting'} <= gauges
+    assert not gauges & counters
+    for counter in counters:
+        repo.stats.add('t', counter)
+    exporter = exposition.PrometheusExporter(repo.stats, str(tmp_path))
+    exporter.export()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exposition._Directory(str(tmp_path)))
+    text = generate_latest(registry).decode()
+    for name in repo.stats._gauges:
+        assert '# TYPE monasca_persister_dbpt_%s gauge' % name in text, name
+    assert 'monasca_persister_dbpt_server_up{pid=' in text
