@@ -393,6 +393,18 @@ class TenantBuffers:
                 except Exception:  # noqa: BLE001 - the timer must go on
                     LOG.exception('reporting outages')
 
+    def drain(self, within: float) -> int:
+        """Write everything now (a graceful stop); the points still not
+        stored after *within* seconds (their records stay uncommitted)."""
+        deadline = time.monotonic() + within
+        while True:
+            self._ship_due(force=True)
+            with self._lock:
+                left = deadline - time.monotonic()
+                if not self._points or left <= 0:
+                    return self._points
+                self._lock.wait(min(0.05, left))
+
     # -- reading -----------------------------------------------------------
 
     def buffered(self) -> int:

@@ -68,9 +68,26 @@ def _assigned(self, watermark) -> set:
     return owned
 
 
+#: The host's consumer wrapper, as last seen committing (for a graceful
+#: stop, which commits from its own thread).
+_consumer = None
+
+
+def commit_now() -> bool:
+    """Commit the watermark now, from any thread; False when the host has
+    not committed yet in this process (no consumer known)."""
+    consumer = _consumer
+    if consumer is None or _watermark is None:
+        return False
+    _guarded_commit(consumer)
+    return True
+
+
 def _guarded_commit(self) -> None:
     import confluent_kafka
 
+    global _consumer
+    _consumer = self
     self._last_commit = datetime.datetime.now()
     watermark = _watermark
     offsets = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import json
 import logging
+import multiprocessing
 import os
 from typing import Any, Optional
 
@@ -21,6 +22,7 @@ from oslo_config import cfg
 
 from monasca_persister_dbpt import conf
 from monasca_persister_dbpt.commits import guard as commit_guard
+from monasca_persister_dbpt.commits import stop
 from monasca_persister_dbpt.commits.buffers import TenantBuffers
 from monasca_persister_dbpt.commits.outages import Outages
 from monasca_persister_dbpt.commits.spill import Spill, SpillUnusable
@@ -124,6 +126,11 @@ class TenantRepository(Repository):
         self._check_servers(dbpt)
         self.buffers, self.watermark, buffering = self._buffers(
             conf_obj, guarded and not legacy)
+        if self.watermark is not None and \
+                multiprocessing.parent_process() is not None:
+            # A worker of the host (never a test or a tool of ours): on
+            # SIGTERM, write what is buffered and commit before exiting.
+            stop.install(self.buffers)
         #: ((topic, partition), offset) of the record being processed.
         self._position: list = [None, None]
         self.data_points_class = self._new_batch

@@ -73,3 +73,50 @@ def test_a_commit_never_passes_a_buffered_record_across_a_kill(
     proc = persister(batch_size=100, max_wait=1, extra='max_delay = 0.5')
     assert wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
                       {'mon_held-back': 900}, 60), proc.logtext()[-2000:]
+
+
+def test_sigterm_writes_what_is_coalesced_and_commits_nothing_read_again(
+        influx, broker, topics, persister, tmp_path):  # noqa: F811
+    """A graceful stop (systemd stop, an upgrade): the points kept for
+    coalescing are written and their records committed, so the next
+    persister reads none of them again."""
+    import json
+    import signal
+    produce(broker, topics['metrics_topic'], [records.encode(records.metric(
+        'stopping', timestamp=NOW - i, value=i)) for i in range(900)])
+    proc = persister(batch_size=100, max_wait=1,
+                     extra='max_delay = 3600\ncoalesce_points = 100000')
+
+    def processed():
+        return sum(int(n) for n in re.findall(r'Processed (\d+) messages',
+                                              proc.logtext()))
+    assert wait_until(lambda: processed() == 900, 60), proc.logtext()[-2000:]
+    assert _count(influx, 'mon_stopping') == 0      # all of it coalesced
+    proc.proc.send_signal(signal.SIGTERM)
+    proc.proc.wait(30)
+    assert _count(influx, 'mon_stopping') == 900, proc.logtext()[-2000:]
+    assert 'every point written, committed' in proc.logtext()
+    # The next persister: one marker per partition, written at once; had
+    # any of the 900 not been committed it would come before its marker.
+    again = persister(batch_size=100, max_wait=1, extra='max_delay = 0',
+                      stats_file=str(tmp_path / 'again.json'))
+    producer = broker.producer()
+    for partition in range(4):
+        producer.produce(topics['metrics_topic'], records.encode(
+            records.metric('marker', timestamp=NOW + partition)),
+            partition=partition)
+    assert producer.flush(30) == 0
+
+    def written():
+        total = 0
+        for path in tmp_path.glob('again.json.*'):
+            try:
+                total += json.loads(path.read_text())['totals'].get(
+                    'points_written', 0)
+            except ValueError:
+                pass
+        return total
+    assert wait_until(lambda: _count(influx, 'mon_marker') == 4, 60), \
+        again.logtext()[-2000:]
+    assert wait_until(lambda: written() >= 4, 30)
+    assert written() == 4 and _count(influx, 'mon_stopping') == 900
