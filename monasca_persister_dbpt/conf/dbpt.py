@@ -49,6 +49,15 @@ placement_opts = [
                      'optional third part is the tier\'s own shard group '
                      'duration ("1h:260w:52w"), since a long tier in short '
                      'shard groups costs influxd one shard per group.'),
+    cfg.IntOpt('tier_lateness', default=120, min=0, max=7 * 86400,
+               help='Seconds a point may reach InfluxDB after its tier '
+                    'interval closed and still be counted in that tier: '
+                    'each tier\'s continuous query recomputes the intervals '
+                    'that closed within it (RESAMPLE ... FOR). Points reach '
+                    'InfluxDB up to max_delay (coalescing) plus the host\'s '
+                    '[kafka_metrics] max_wait_time_seconds after they were '
+                    'produced; must be at least max_delay. 0: each interval '
+                    'once, when it closes.'),
     cfg.BoolOpt('read_tiers', default=True,
                 help='For the monasca-api read driver: answer a statistics '
                      'query from the finest tier whose interval divides its '
@@ -245,6 +254,13 @@ dbpt_opts = placement_opts + writer_opts + guard_opts + limit_opts
 def check(conf: cfg.ConfigOpts) -> None:
     """Cross-option rules oslo.config cannot express."""
     group = conf.dbpt
+    if (group.retention_tiers or group.tenant_tiers) and \
+            group.tier_lateness < group.max_delay:
+        raise ValueError(
+            '[dbpt] tier_lateness (%s s) must be at least [dbpt] max_delay '
+            '(%s s): a coalesced point reaches InfluxDB up to max_delay late '
+            'and would be left out of its tier' % (group.tier_lateness,
+                                                   group.max_delay))
     if group.held_points_max > 0 and group.hold_after >= group.retry_timeout:
         raise ValueError(
             '[dbpt] hold_after (%s s) must be shorter than [dbpt] '

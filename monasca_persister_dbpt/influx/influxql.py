@@ -89,10 +89,20 @@ def downsample(database: str, tier, source_rp: str = '') -> str:
 
 
 def create_continuous_query(database: str, tier) -> str:
-    """The tier's CQ; reads the default policy, where the persister writes."""
-    return 'CREATE CONTINUOUS QUERY %s ON %s BEGIN %s GROUP BY time(%s), * ' \
-        'END' % (quote_ident(tier.cq_name), quote_ident(database),
-                 downsample(database, tier), tier.interval)
+    """The tier's CQ; reads the default policy, where the persister writes.
+
+    With a lateness it recomputes every interval that closed within it at
+    each run (``RESAMPLE ... FOR``): a point coalesced or held that reaches
+    InfluxDB after its interval closed is still in the tier.
+    """
+    resample = ''
+    if getattr(tier, 'lateness', 0):
+        span = -(-(tier.seconds + tier.lateness) // tier.seconds) * \
+            tier.seconds
+        resample = 'RESAMPLE EVERY %s FOR %ds ' % (tier.interval, span)
+    return 'CREATE CONTINUOUS QUERY %s ON %s %sBEGIN %s GROUP BY time(%s), ' \
+        '* END' % (quote_ident(tier.cq_name), quote_ident(database),
+                   resample, downsample(database, tier), tier.interval)
 
 
 def drop_continuous_query(database: str, name: str) -> str:

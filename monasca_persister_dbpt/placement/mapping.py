@@ -55,7 +55,8 @@ class PlacementMap:
                  tenant_tiers: Optional[Mapping[str, tuple]] = None,
                  servers: Optional[Mapping[str, Server]] = None,
                  overrides_file: Optional[str] = None,
-                 hash_servers: Sequence[str] = ()) -> None:
+                 hash_servers: Sequence[str] = (),
+                 tier_lateness: int = 0) -> None:
         self.database_name = database_name
         self.db_per_tenant = db_per_tenant
         # Checked whether or not db_per_tenant is on: the migration turns it
@@ -66,7 +67,8 @@ class PlacementMap:
             db_per_tenant=db_per_tenant,
             default_retention_hours=default_retention_hours,
             overrides=retention_overrides, shard_duration=shard_duration,
-            tiers=tiers, tenant_tiers=tenant_tiers)
+            tiers=tiers, tenant_tiers=tenant_tiers,
+            tier_lateness=tier_lateness)
         self._cache: dict[str, Placement] = {}
         self.server_map = ServerMap(server, servers, overrides_file,
                                     hash_servers)
@@ -144,6 +146,7 @@ class PlacementMap:
             servers=servers,
             overrides_file=dbpt.tenant_overrides_file,
             hash_servers=dbpt.hash_servers,
+            tier_lateness=dbpt.tier_lateness,
             server=default)
 
     def describe(self) -> str:

@@ -46,6 +46,9 @@ class Tier:
 
     interval: str
     policy: RetentionPolicy
+    #: Seconds a point may arrive after its interval closed and still be
+    #: in the tier (its query recomputes that many seconds back).
+    lateness: int = 0
 
     @property
     def cq_name(self) -> str:
@@ -178,8 +181,10 @@ class Retention:
                  default_retention_hours: int = 0,
                  overrides: Optional[Mapping[str, RetentionPolicy]] = None,
                  shard_duration: Optional[str] = None, tiers: tuple = (),
-                 tenant_tiers: Optional[Mapping[str, tuple]] = None) -> None:
+                 tenant_tiers: Optional[Mapping[str, tuple]] = None,
+                 tier_lateness: int = 0) -> None:
         self.db_per_tenant = db_per_tenant
+        self._lateness = tier_lateness
         self._shard_duration = _shard_duration(shard_duration)
         if default_retention_hours > 0:
             default = RetentionPolicy('%dh' % default_retention_hours,
@@ -218,10 +223,12 @@ class Retention:
         return dataclasses.replace(rp, shard_duration=shard)
 
     def _tiers_with_shard(self, tiers: tuple) -> tuple:
-        """A tier's own shard duration wins over ``[dbpt] shard_duration``."""
-        return tuple(t if t.policy.shard_duration else
-                     dataclasses.replace(t, policy=self._with_shard(t.policy))
-                     for t in tiers)
+        """A tier's own shard duration wins over ``[dbpt] shard_duration``;
+        every tier absorbs ``[dbpt] tier_lateness``."""
+        return tuple(dataclasses.replace(
+            t, lateness=self._lateness, policy=t.policy if
+            t.policy.shard_duration else self._with_shard(t.policy))
+            for t in tiers)
 
     def _check_tiers(self) -> None:
         """A tier kept for less time than the raw data it summarises is

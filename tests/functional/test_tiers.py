@@ -83,3 +83,42 @@ def test_migration_creates_the_tiers_and_backfills_them(
     assert [(r['time'], r['value'], r['host']) for r in rows] == [
         (minute, 3.0, 'h')]
     assert _queries(influx, 'mon_ops') == {'dbpt_tier_1m'}
+
+
+def test_points_that_arrive_after_their_interval_closed_are_in_the_tier(
+        influx_conf, influx):
+    """Coalescing writes a quiet tenant's points up to max_delay late: the
+    tier's query recomputes what closed within tier_lateness."""
+    influx_conf.set_override('retention_tiers', ['10s:1d'], 'dbpt')
+    influx_conf.set_override('tier_lateness', 0, 'dbpt')
+    _feed(MetricsRepository(influx_conf), [records.metric('late', timestamp=1)])
+    # An existing database's query is replaced with the lateness.
+    influx_conf.set_override('tier_lateness', 60, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    _feed(repo, [records.metric('late', timestamp=2)])
+    (query,) = [r['query'] for r in influx.rows('SHOW CONTINUOUS QUERIES')
+                if r['_measurement'] == 'mon_late']
+    assert 'RESAMPLE EVERY 10s FOR 70s' in query
+    # Points of an interval that closed 15 s or more ago, written now.
+    now = int(time.time() * 1000)
+    bucket = (now - 25000) - (now - 25000) % 10000
+    _feed(repo, [records.metric('late', timestamp=bucket + i * 500,
+                                value=float(i)) for i in range(10)])
+    rows = []
+    deadline = time.monotonic() + 60
+    while not rows and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = influx.rows('SELECT "count", "sum" FROM "tier_10s".'
+                           '"cpu.idle_perc" WHERE time = %dms' % bucket,
+                           'mon_late')
+    assert rows and rows[0]['count'] == 10 and rows[0]['sum'] == 45.0, rows
+
+
+def test_a_lateness_shorter_than_max_delay_is_refused_naming_both(
+        influx_conf):
+    import pytest
+    influx_conf.set_override('retention_tiers', ['10s:1d'], 'dbpt')
+    influx_conf.set_override('max_delay', 30.0, 'dbpt')
+    influx_conf.set_override('tier_lateness', 10, 'dbpt')
+    with pytest.raises(ValueError, match=r'tier_lateness.*max_delay'):
+        MetricsRepository(influx_conf)
