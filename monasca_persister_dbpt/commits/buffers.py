@@ -96,6 +96,9 @@ class TenantBuffers:
         self._closed = False
         #: Called at every tick of the timer (the outage report).
         self.on_tick: list = []
+        #: Tenants whose points are written at once, not coalesced (near
+        #: their series cap: see limits/series.py).
+        self.urgent: set = set()
         # A down server holds thousands of tenants: a line a minute per
         # server says so, with how many were not logged.
         self._throttle = LogThrottle(logger=LOG)
@@ -119,8 +122,8 @@ class TenantBuffers:
             self._points += 1
             ticket = buf.tickets[-1]
             held = buf.held
-            ship = len(buf.lines) >= self.coalesce_points and not buf.busy \
-                and not held
+            ship = (len(buf.lines) >= self.coalesce_points or
+                    tenant in self.urgent) and not buf.busy and not held
         if held:  # joins the held points of its tenant
             self._stats.add(tenant, 'points_held')
         if ship:
@@ -286,7 +289,8 @@ class TenantBuffers:
                 if not buf.lines:
                     del self._buffers[tenant]
                 else:
-                    again = len(buf.lines) >= self.coalesce_points
+                    again = len(buf.lines) >= self.coalesce_points or \
+                        tenant in self.urgent
             self._lock.notify_all()
         return again
 

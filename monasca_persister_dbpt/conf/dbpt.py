@@ -208,8 +208,11 @@ limit_opts = [
                     'series beyond it is refused (refused_series); existing '
                     'series keep being written. Counted from the database '
                     'itself when a worker first sees the tenant, so a '
-                    'restart does not reset it. 0: no limit (InfluxDB\'s '
-                    'own max-series-per-database still applies, late).'),
+                    'restart does not reset it, and again as the cap nears, '
+                    'so that several workers share it (a burst of new '
+                    'series may pass it by a share: see the limits page). '
+                    '0: no limit (InfluxDB\'s own max-series-per-database '
+                    'still applies, late).'),
     cfg.IntOpt('max_dimensions', default=0, min=0,
                help='Dimensions one metric may carry (refused_dimensions). '
                     '0: no limit, as monasca-api.'),

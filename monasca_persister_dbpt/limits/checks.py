@@ -30,7 +30,7 @@ class TenantLimits:
                  clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.rate = RateLimiter(share)
-        self.series = SeriesCaps(seed)
+        self.series = SeriesCaps(seed, share=share)
         self._clock = clock
 
     @classmethod

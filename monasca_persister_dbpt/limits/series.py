@@ -17,11 +17,23 @@ again, new series are admitted and counted). Only tenants with a cap pay
 this, once per worker process. Filters past ``BUDGET_BYTES`` in all are dropped,
 least recently used first, and filled again from the database when their
 tenant comes back.
+
+The cap is the database's, not the worker's: other workers and other
+persister processes add series this one never sees. So a worker admits a
+tenant's new series only out of an *allowance*: after each count of the
+database it may admit half of what is left under the cap, shared among
+the process's workers, then it counts again (about log2(cap) counts on
+the way to the cap, the last ones one series apart). The points of a
+capped tenant that is adding series are written at once, not coalesced
+(:attr:`SeriesCaps.near`), so that the others' counts see them. What can
+still pass the cap is what the workers admit while each other's last
+writes are in flight.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import logging
 import math
@@ -47,6 +59,12 @@ SEED_RETRY = 30.0
 SEED_WAIT = 5.0
 #: Threads counting series, per worker process.
 SEED_THREADS = 4
+#: Seconds the host's thread waits for a count of the database.
+RECOUNT_WAIT = 1.0
+#: Tenants remembered as adding series under a cap (a bounded set),
+#: forgotten every so often: one that stopped is coalesced again.
+NEAR_MAX = 10000
+NEAR_FOR = 60.0
 
 
 class _Bloom:
@@ -120,12 +138,15 @@ class SeriesFilter:
 
 
 class _Tenant:
-    __slots__ = ('series', 'seeded', 'retry_at', 'ready')
+    __slots__ = ('series', 'seeded', 'retry_at', 'ready', 'allow')
 
     def __init__(self) -> None:
         self.series = SeriesFilter()
         self.seeded = False
         self.retry_at = 0.0
+        #: New series this worker may admit before it counts the database
+        #: again (near the cap).
+        self.allow = 0
         #: Set once the count from the database is in (or could not be).
         self.ready = threading.Event()
 
@@ -138,8 +159,10 @@ class SeriesCaps:
     """
 
     def __init__(self, seed: Optional[Callable[[str], Iterable[str]]] = None,
-                 budget_bytes: int = BUDGET_BYTES) -> None:
+                 budget_bytes: int = BUDGET_BYTES, share: float = 1.0) -> None:
         self._seed = seed
+        #: This worker's share of an allowance (1 / the process's workers).
+        self._share = share
         self._budget = budget_bytes
         self._tenants: collections.OrderedDict = collections.OrderedDict()
         self._bytes = 0
@@ -150,6 +173,11 @@ class SeriesCaps:
         #: Tenants dropped to stay in the budget, and seeds that failed.
         self.evicted = 0
         self.seed_failures = 0
+        #: Tenants in the last share of their cap: their points are
+        #: written at once (see the module doc).
+        self.near: set = set()
+        self._near_until = time.monotonic() + NEAR_FOR
+        self._recounter = None
 
     def admit(self, tenant_id: str, key: str, cap: int) -> bool:
         """True if *key* may be written: known, or new within *cap*."""
@@ -169,10 +197,77 @@ class SeriesCaps:
                 return True
             if series.count >= cap:
                 return False
+        if self._seed is not None and state.allow <= 0:
+            self._recount(tenant_id, cap)
+        with self._lock:
+            state = self._state(tenant_id)
+            series = state.series
+            if key in series:
+                return True
+            if series.count >= cap:
+                return False
+            state.allow -= 1
+            if len(self.near) >= NEAR_MAX or \
+                    time.monotonic() > self._near_until:
+                self.near.clear()
+                self._near_until = time.monotonic() + NEAR_FOR
+            self.near.add(tenant_id)
             before = series.nbytes
             series.add(key)
             self._grew(series.nbytes - before)
             return True
+
+    def _allowance(self, cap: int, count: int) -> int:
+        return max(1, int((cap - count) * self._share / 2))
+
+    def _recount(self, tenant_id: str, cap: int) -> None:
+        """Add what the database holds now (other workers' series) to the
+        tenant's count, and allow half of what is left under the cap before
+        the next count (so the counts come closer together as the cap
+        nears: about log2(cap) of them). The host's thread waits at most
+        ``RECOUNT_WAIT`` seconds: a count that takes longer is added when
+        it comes, and one that fails is tried again ``SEED_RETRY`` seconds
+        later; meanwhile the count is this worker's."""
+        with self._lock:
+            state = self._state(tenant_id)
+            if time.monotonic() < state.retry_at:
+                state.allow = self._allowance(cap, state.series.count)
+                return
+        if self._recounter is None or self._recounter[0] != os.getpid():
+            self._recounter = (os.getpid(), concurrent.futures
+                               .ThreadPoolExecutor(2, thread_name_prefix=
+                                                   'dbpt-series-count'))
+        future = self._recounter[1].submit(self._count_again, tenant_id)
+        try:
+            future.result(RECOUNT_WAIT)
+        except concurrent.futures.TimeoutError:
+            pass  # added when it comes
+        with self._lock:
+            state = self._tenants.get(tenant_id)
+            if state is not None:
+                state.allow = self._allowance(cap, state.series.count)
+
+    def _count_again(self, tenant_id: str) -> None:
+        try:
+            keys = list(self._seed(tenant_id))
+        except Exception as exc:  # noqa: BLE001 - counted locally meanwhile
+            self._log.log('seed', logging.WARNING,
+                          'cannot count the series of tenant %s again (%s); '
+                          'its cap is counted by this worker for %ds',
+                          tenant_id, str(exc)[:300], SEED_RETRY)
+            with self._lock:
+                state = self._tenants.get(tenant_id)
+                if state is not None:
+                    state.retry_at = time.monotonic() + SEED_RETRY
+            return
+        with self._lock:
+            state = self._tenants.get(tenant_id)
+            if state is None:
+                return
+            before = state.series.nbytes
+            for key in keys:
+                state.series.add(key)
+            self._grew(state.series.nbytes - before)
 
     def _state(self, tenant_id: str) -> _Tenant:
         state = self._tenants.get(tenant_id)

@@ -43,6 +43,9 @@ class MetricsRepository(TenantRepository):
             self.conf.dbpt, self.placements, self.writer,
             workers=_workers(self.conf))
         self._limits_of = self.limits.table
+        # Near its series cap a tenant's points are written at once, so
+        # that the other workers' counts of its database see them.
+        self.buffers.urgent = self.limits.series.near
         # A changed limit applies to series already admitted, too.
         self.placements.tenant_overrides.listeners.append(self._series.clear)
         self.stats.gauge('series_limit_bytes',
