@@ -106,8 +106,9 @@ def test_shard_duration_applies_to_tier_policies_and_never_outlasts_one(
                     'tier_1h': '24h0m0s'}
 
 
-def test_held_points_follow_their_tenant_to_its_new_server(
-        influx_conf, influx, tmp_path):
+@pytest.mark.parametrize('spill', [True, False], ids=['spilled', 'held'])
+def test_waiting_points_follow_their_tenant_to_its_new_server(
+        influx_conf, influx, tmp_path, spill):
     from tests import servers
     second = servers.InfluxServer(str(tmp_path / 'second')).start()
     try:
@@ -117,20 +118,31 @@ def test_held_points_follow_their_tenant_to_its_new_server(
         influx_conf.set_override('tenant_overrides_file', str(mapping), 'dbpt')
         influx_conf.set_override('hold_after', 0.5, 'dbpt')
         influx_conf.set_override('retry_timeout', 1.0, 'dbpt')
+        if not spill:
+            influx_conf.set_override('spill_dir', '', 'dbpt')
         repo = MetricsRepository(influx_conf)
         second.stop()
         records.feed(repo, [records.metric('b', timestamp=NOW + i)
                             for i in range(7)])
-        assert repo.buffers.held() == 7
-        # The operator moves b to the default server: history follows.
+        if spill:
+            assert repo.stats.total('points_spilled') == 7
+            assert repo.buffers.held() == 0
+        else:
+            assert repo.buffers.held() == 7
+
+        def waiting():
+            return repo.buffers.holding() or (
+                repo.buffers.spill is not None and
+                repo.buffers.spill.used_bytes)
+        assert waiting()
+        # The operator moves b to the default server: its points follow.
         mapping.write_text('b default\n')
         repo.placements.server_map._next = 0  # skip the 10 s re-read wait
         deadline = time.monotonic() + 30
-        while repo.buffers.holding() and time.monotonic() < deadline:
+        while waiting() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not repo.buffers.holding()
+        assert not waiting()
         assert _count(influx, 'mon_b') == 7
-        assert not repo.buffers.holding()
     finally:
         second.close()
 
