@@ -191,21 +191,16 @@ class SeriesCaps:
             # (a restart must not reset the cap), but not for ever.
             ready.wait(SEED_WAIT)
         with self._lock:
-            state = self._state(tenant_id)
-            series = state.series
-            if key in series:
-                return True
-            if series.count >= cap:
-                return False
+            state, verdict = self._decided(tenant_id, key, cap)
+        if verdict is not None:
+            return verdict
         if self._seed is not None and state.allow <= 0:
             self._recount(tenant_id, cap)
         with self._lock:
-            state = self._state(tenant_id)
+            state, verdict = self._decided(tenant_id, key, cap)
+            if verdict is not None:
+                return verdict
             series = state.series
-            if key in series:
-                return True
-            if series.count >= cap:
-                return False
             state.allow -= 1
             if len(self.near) >= NEAR_MAX or \
                     time.monotonic() > self._near_until:
@@ -219,6 +214,16 @@ class SeriesCaps:
 
     def _allowance(self, cap: int, count: int) -> int:
         return max(1, int((cap - count) * self._share / 2))
+
+    def _decided(self, tenant_id: str, key: str, cap: int):
+        """With the lock held: the tenant's state, and True (known), False
+        (at the cap) or None (a new series that may be admitted)."""
+        state = self._state(tenant_id)
+        if key in state.series:
+            return state, True
+        if state.series.count >= cap:
+            return state, False
+        return state, None
 
     def _recount(self, tenant_id: str, cap: int) -> None:
         """Add what the database holds now (other workers' series) to the

@@ -28,6 +28,12 @@ def _feed(repo, recs, start=0):
     repo.write_batch(batch)
 
 
+def _processed(proc):
+    """Records the host says it flushed."""
+    return sum(int(n) for n in re.findall(r'Processed (\d+) messages',
+                                          proc.logtext()))
+
+
 def test_busy_tenants_are_written_by_size_and_quiet_ones_by_age(
         influx_conf, influx):
     influx_conf.set_override('max_delay', 3.0, 'dbpt')
@@ -63,10 +69,8 @@ def test_a_commit_never_passes_a_buffered_record_across_a_kill(
     proc = persister(batch_size=100, max_wait=1,
                      extra='max_delay = 3600\ncoalesce_points = 100000')
     # The host flushed (and committed) all 900 records...
-    def processed():
-        return sum(int(n) for n in re.findall(r'Processed (\d+) messages',
-                                              proc.logtext()))
-    assert wait_until(lambda: processed() == 900, 60), proc.logtext()[-2000:]
+    assert wait_until(lambda: _processed(proc) == 900, 60), \
+        proc.logtext()[-2000:]
     time.sleep(2)  # and its timed flushes commit what they may
     assert _count(influx, 'mon_held-back') == 0  # ...but wrote nothing
     proc.kill()
@@ -86,11 +90,8 @@ def test_sigterm_writes_what_is_coalesced_and_commits_nothing_read_again(
         'stopping', timestamp=NOW - i, value=i)) for i in range(900)])
     proc = persister(batch_size=100, max_wait=1,
                      extra='max_delay = 3600\ncoalesce_points = 100000')
-
-    def processed():
-        return sum(int(n) for n in re.findall(r'Processed (\d+) messages',
-                                              proc.logtext()))
-    assert wait_until(lambda: processed() == 900, 60), proc.logtext()[-2000:]
+    assert wait_until(lambda: _processed(proc) == 900, 60), \
+        proc.logtext()[-2000:]
     assert _count(influx, 'mon_stopping') == 0      # all of it coalesced
     proc.proc.send_signal(signal.SIGTERM)
     proc.proc.wait(30)
