@@ -51,14 +51,6 @@ class Identities:
     ids: dict = dataclasses.field(default_factory=dict)
     #: name -> why it could not be asked.
     unreachable: dict = dataclasses.field(default_factory=dict)
-    #: name -> Server
-    servers: dict = dataclasses.field(default_factory=dict)
-
-    def id_of(self, server: Server) -> Optional[str]:
-        for name, found in self.servers.items():
-            if found == server and self.ids.get(name):
-                return self.ids[name][0]
-        return None
 
 
 def describe(name: str, server: Server) -> str:
@@ -124,7 +116,7 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
     *create* False (a dry run, a reader) nothing is written, and a server
     without an id yet is compared by its URL alone.
     """
-    found = Identities(servers=dict(servers))
+    found = Identities()
     if len(servers) < 2:
         return found  # nothing to tell apart: nothing asked, nothing written
     by_url: dict = {}

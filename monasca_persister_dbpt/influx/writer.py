@@ -62,8 +62,7 @@ class InfluxWriter:
         self.stats = stats if stats is not None else Stats(interval=0)
         self.schema = Schema(self.stats)
         self._local = threading.local()
-        self._down: set[Server] = set()
-        #: Server -> time.time() it was marked down.
+        #: Servers marked down -> time.time() they were.
         self.down_since: dict[Server, float] = {}
         self._throttle = LogThrottle(logger=LOG)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -123,7 +122,7 @@ class InfluxWriter:
 
     def is_down(self, server: Server) -> bool:
         """True from a bounded write's give-up until the server answers."""
-        return server in self._down
+        return server in self.down_since
 
     def ensure(self, placements: Iterable[Placement],
                retry_for: Optional[float] = None) -> None:
@@ -302,7 +301,8 @@ class InfluxWriter:
         delay = 0.25
         attempt = 0
         while True:
-            if retry_for is not None and fail_fast and server in self._down:
+            if retry_for is not None and fail_fast and \
+                    server in self.down_since:
                 raise ServerDown('InfluxDB at %s is down (%s%s)' % (
                     server.url, what, ', tenant %s' % tenant if tenant
                     else ''))
@@ -313,9 +313,8 @@ class InfluxWriter:
                 auth = self._auth_error(server, exc)
                 left = deadline - time.monotonic()
                 if left <= 0 and retry_for is not None:
-                    if server not in self._down:
-                        self._down.add(server)
-                        self.down_since.setdefault(server, time.time())
+                    if server not in self.down_since:
+                        self.down_since[server] = time.time()
                         if not auth:  # credentials: their ERROR says it
                             LOG.warning('InfluxDB at %s marked down after '
                                         '%d attempts over %.1fs: %s',
@@ -341,8 +340,7 @@ class InfluxWriter:
                 time.sleep(pause)
                 delay = min(delay * 2, self.backoff_max)
             else:
-                if self._down and server in self._down:
-                    self._down.discard(server)
+                if self.down_since and server in self.down_since:
                     self.down_since.pop(server, None)
                     LOG.warning('InfluxDB at %s answers again', server.url)
                 return result

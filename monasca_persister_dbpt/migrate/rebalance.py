@@ -303,10 +303,9 @@ class Rebalance:
         if 'error' in result:
             return 'reading the policies of %s on %s: %s' % (
                 placement.database, placement.server.url, result['error'])
-        there = {dict(zip(s['columns'], v))['name']: dict(zip(s['columns'],
-                                                              v))
-                 for s in result.get('series') or ()
-                 for v in s.get('values') or ()}
+        rows = [dict(zip(s['columns'], v)) for s in result.get('series') or ()
+                for v in s.get('values') or ()]
+        there = {row['name']: row for row in rows}
         for row in kept:
             name = row['name']
             have = there.get(name)
