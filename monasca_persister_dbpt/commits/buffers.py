@@ -37,7 +37,9 @@ import time
 from typing import Optional
 
 from monasca_persister_dbpt.commits.spill import Spill
-from monasca_persister_dbpt.commits.watermark import Ticket
+from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
+from monasca_persister_dbpt.commits.watermark import JointTicket, Ticket
+from monasca_persister_dbpt.commits.watermark import may_abandon
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.placement import PlacementMap
 from monasca_persister_dbpt.stats import LogThrottle, Stats
@@ -45,9 +47,15 @@ from monasca_persister_dbpt.stats import LogThrottle, Stats
 LOG = logging.getLogger(__name__)
 
 
+def _tenant(key):
+    """A buffer's tenant: the key is the tenant for its first replica,
+    (tenant, replica) for the others."""
+    return key[0] if type(key) is tuple else key
+
+
 class _Buffer:
     __slots__ = ('lines', 'tickets', 'since', 'held', 'retry_at', 'delay',
-                 'inflight', 'held_since')
+                 'inflight', 'held_since', 'joint')
 
     def __init__(self, now: float) -> None:
         self.lines: list = []
@@ -58,6 +66,7 @@ class _Buffer:
         self.delay = 0.0
         self.inflight = 0       # points of a write under way
         self.held_since = 0.0   # time.time() it was first held
+        self.joint = None       # the replicas' ticket of the last point
 
     @property
     def busy(self) -> bool:
@@ -69,7 +78,9 @@ class TenantBuffers:
                  stats: Stats, *, chunk_points: int, coalesce_points: int,
                  max_delay: float, buffered_max: int, held_max: int,
                  hold_after: Optional[float],
-                 spill: Optional[Spill] = None) -> None:
+                 spill: Optional[Spill] = None,
+                 stale: Optional[StaleRecorder] = None,
+                 stale_after: float = 300.0) -> None:
         self._placements = placements
         self._writer = writer
         self._stats = stats
@@ -84,6 +95,9 @@ class TenantBuffers:
         #: Where a down server's points go instead of memory (only when
         #: points may be held: commits follow the watermark).
         self.spill = spill if hold_after is not None else None
+        #: Where the ranges a replica missed are recorded (replicas only).
+        self.stale = stale
+        self._stale_after = stale_after
         self._lock = threading.Condition()
         self._buffers: dict[str, _Buffer] = {}
         self._points = 0          # buffered, held and being written
@@ -112,12 +126,24 @@ class TenantBuffers:
 
     # -- the host's thread -------------------------------------------------
 
-    def add(self, tenant: str, line: str) -> Ticket:
-        """Buffer one point; its ticket is done once it is written."""
+    def add(self, tenant: str, line: str):
+        """Buffer one point; its ticket is done once it is written (to
+        each of the tenant's replicas)."""
+        copies = len(self._placements.place(tenant).copies) \
+            if self._placements.replicated else 1
+        if copies == 1:
+            ticket = self._add(tenant, tenant, line)
+        else:
+            ticket = self._add_replicated(tenant, line, copies)
+        if self._points > self._buffered_max:
+            self._relieve()
+        return ticket
+
+    def _add(self, key, tenant: str, line: str) -> Ticket:
         with self._lock:
-            buf = self._buffers.get(tenant)
+            buf = self._buffers.get(key)
             if buf is None:
-                buf = self._buffers[tenant] = _Buffer(time.monotonic())
+                buf = self._buffers[key] = _Buffer(time.monotonic())
             buf.lines.append(line)
             self._points += 1
             ticket = buf.tickets[-1]
@@ -127,10 +153,21 @@ class TenantBuffers:
         if held:  # joins the held points of its tenant
             self._stats.add(tenant, 'points_held')
         if ship:
-            self._ship(tenant)
-        if self._points > self._buffered_max:
-            self._relieve()
+            self._ship(key)
         return ticket
+
+    def _add_replicated(self, tenant: str, line: str,
+                        copies: int) -> JointTicket:
+        parts = tuple(self._add(tenant if slot == 0 else (tenant, slot),
+                                tenant, line) for slot in range(copies))
+        with self._lock:
+            first = self._buffers.get(tenant)
+            joint = first.joint if first is not None else None
+            if joint is None or joint.parts != parts:
+                joint = JointTicket(parts)
+                if first is not None:
+                    first.joint = joint
+        return joint
 
     def flush(self, everything: bool) -> None:
         """At the host's flush: write what is due (*everything*: all of it,
@@ -158,18 +195,65 @@ class TenantBuffers:
         now = time.monotonic()
         with self._lock:
             due = []
-            for tenant, buf in self._buffers.items():
+            stale_before = time.time() - self._stale_after
+            given_up = []
+            for key, buf in self._buffers.items():
                 if buf.busy or not buf.lines:
                     continue
                 if buf.held:
-                    if now >= buf.retry_at or not self._writer.is_down(
-                            self._placement(tenant).server):
-                        due.append(tenant)
+                    if self.stale is not None and buf.held_since and \
+                            buf.held_since < stale_before:
+                        given_up.append(key)
+                    elif now >= buf.retry_at or not self._writer.is_down(
+                            self._placement(key).server):
+                        due.append(key)
                 elif force or len(buf.lines) >= self.coalesce_points or (
                         self.max_delay > 0 and
                         now - buf.since >= self.max_delay):
-                    due.append(tenant)
+                    due.append(key)
+        for key in given_up:
+            if not self._abandon(key):
+                due.append(key)
         self._ship_many(due)
+
+    def _abandon(self, key) -> bool:
+        """A replica held past [dbpt] replica_stale_after: drop its points
+        for that replica alone and record them as a stale range, when
+        another replica of the tenant is up and every point keeps a replica
+        that has not given it up; True if done."""
+        tenant = _tenant(key)
+        placement = self._placements.place(tenant)
+        mine = self._placement(key).server
+        with self._lock:
+            buf = self._buffers.get(key)
+            if buf is None or buf.busy or not buf.held or not buf.lines:
+                return False
+            others = [k for k in [tenant] + [(tenant, i) for i in range(
+                1, len(placement.copies))] if k != key]
+            if not any(not self._writer.is_down(self._placement(k).server)
+                       and not (self._buffers.get(k) is not None and
+                                self._buffers[k].held) for k in others):
+                return False
+            if not all(may_abandon(t) for t in buf.tickets):
+                return False
+            lines, tickets = buf.lines, buf.tickets
+            buf.lines, buf.tickets = [], [Ticket()]
+            for ticket in tickets:
+                ticket.abandoned = True
+            self._points -= len(lines)
+            self._held_tenants.discard(key)
+            del self._buffers[key]
+            self._lock.notify_all()
+        self.stale.missed(mine, lines, lost=True)
+        self._stats.add(tenant, 'replica_points_dropped', len(lines))
+        self._throttle.log(
+            ('abandoned', mine), logging.ERROR,
+            'dropped %d points of tenant %s for its replica on %s, held past '
+            '[dbpt] replica_stale_after (%.0f s): its other replicas hold '
+            'them, and the range is recorded as stale until '
+            '"monasca-persister-dbpt-migrate --repair" copies it',
+            len(lines), tenant, mine.url, self._stale_after)
+        return True
 
     def _ship_many(self, tenants: list) -> None:
         """Ship several tenants, creating their new databases first in a
@@ -189,15 +273,15 @@ class TenantBuffers:
         """Over buffered_points_max: write the largest buffers now, and
         wait for room (a down server's points count too)."""
         with self._lock:
-            biggest = sorted((t for t, b in self._buffers.items()
+            biggest = sorted((k for k, b in self._buffers.items()
                               if not b.busy and not b.held and b.lines),
-                             key=lambda t: -len(self._buffers[t].lines))
+                             key=lambda k: -len(self._buffers[k].lines))
         shipped = 0
-        for tenant in biggest:
+        for key in biggest:
             if self._points - shipped <= self._buffered_max // 2:
                 break
-            shipped += len(self._buffers[tenant].lines)
-            self._ship(tenant)
+            shipped += len(self._buffers[key].lines)
+            self._ship(key)
         if self._points > self._buffered_max:
             self._wait(lambda: self._points <= self._buffered_max)
 
@@ -218,28 +302,33 @@ class TenantBuffers:
                            self._buffered_max, self._held_max))
                 self._lock.wait(min(left, 0.5))
 
-    def _placement(self, tenant: str):
+    def _placement(self, key):
         # Placed again each time: the tenant servers file may have moved it.
-        return self._placements.place(tenant)
+        if type(key) is not tuple:
+            return self._placements.place(key)
+        copies = self._placements.place(key[0]).copies
+        # A replica no longer configured: its points go to the first.
+        return copies[key[1]] if key[1] < len(copies) else copies[0]
 
-    def _ship(self, tenant: str) -> None:
-        """Hand a tenant's buffer to the writer pool."""
+    def _ship(self, key) -> None:
+        """Hand a tenant's buffer (one replica's) to the writer pool."""
         with self._lock:
-            buf = self._buffers.get(tenant)
+            buf = self._buffers.get(key)
             if buf is None or buf.busy or not buf.lines:
                 return
             lines, tickets, held = buf.lines, buf.tickets, buf.held
             buf.lines, buf.tickets = [], [Ticket()]
             buf.inflight = len(lines)
             buf.since = time.monotonic()
-        placement = self._placement(tenant)
-        self._writer.submit_call(self._write, tenant, placement, lines,
+        placement = self._placement(key)
+        self._writer.submit_call(self._write, key, placement, lines,
                                  tickets, held)
 
-    def _write(self, tenant, placement, lines, tickets, held) -> None:
+    def _write(self, key, placement, lines, tickets, held) -> None:
         """In a writer thread: all of a buffer, in chunks."""
+        tenant = _tenant(key)
         if self.spill is not None and self.spill.pending(placement.server) \
-                and self._spilled(tenant, placement, lines, tickets, held):
+                and self._spilled(key, placement, lines, tickets, held):
             return  # behind the points its server has not taken yet
         done = 0
         try:
@@ -254,7 +343,7 @@ class TenantBuffers:
                                        retry_for=self._hold_after)
                 done = start + len(chunk)
         except Exception as exc:  # noqa: BLE001 - kept and retried
-            self._keep(tenant, placement, lines[done:], tickets, held, exc,
+            self._keep(key, placement, lines[done:], tickets, held, exc,
                        written=done)
             return
         if held:
@@ -263,10 +352,10 @@ class TenantBuffers:
                 ('replayed', placement.server), logging.INFO,
                 '%d held points of tenant %s written to %s',
                 len(lines), tenant, placement.server.url)
-        if self._settle(tenant, len(lines), tickets, held):
-            self._ship(tenant)  # enough came in meanwhile for another
+        if self._settle(key, len(lines), tickets, held):
+            self._ship(key)  # enough came in meanwhile for another
 
-    def _settle(self, tenant, points, tickets, was_held) -> bool:
+    def _settle(self, key, points, tickets, was_held) -> bool:
         """A buffer's points are stored (written or spilled): their
         records may be committed. True when enough came in meanwhile for
         another request."""
@@ -274,41 +363,46 @@ class TenantBuffers:
             ticket.done = True
         again = False
         with self._lock:
-            buf = self._buffers.get(tenant)
+            buf = self._buffers.get(key)
             self._points -= points
             if self._failing:
-                self._failing.discard(tenant)
+                self._failing.discard(key)
                 if not self._failing:
                     self._failed = None  # all written since: nothing lost
             if was_held:
-                self._held_tenants.discard(tenant)
+                self._held_tenants.discard(key)
             if buf is not None:
                 buf.inflight = 0
                 buf.held = False
+                buf.held_since = 0.0
                 buf.delay = 0.0
                 if not buf.lines:
-                    del self._buffers[tenant]
+                    del self._buffers[key]
                 else:
                     again = len(buf.lines) >= self.coalesce_points or \
-                        tenant in self.urgent
+                        _tenant(key) in self.urgent
             self._lock.notify_all()
         return again
 
-    def _spilled(self, tenant, placement, lines, tickets, was_held) -> bool:
+    def _spilled(self, key, placement, lines, tickets, was_held) -> bool:
         """Put *lines* in the spill of their server; True once they are
         there (their tickets are done: the records may be committed)."""
+        tenant = _tenant(key)
+        if self.stale is not None and placement.replicas:
+            self.stale.missed(placement.server, lines)
         if not self.spill.append(placement.server, tenant, lines):
             return False
         self._stats.add(tenant, 'points_spilled', len(lines))
-        self._settle(tenant, len(lines), tickets, was_held)
+        self._settle(key, len(lines), tickets, was_held)
         self._start_timer(held=True)
         return True
 
-    def _keep(self, tenant, placement, lines, tickets, was_held, exc,
+    def _keep(self, key, placement, lines, tickets, was_held, exc,
               written) -> None:
         """A write that failed: its points go to the spill if there is one,
         else back in front of the tenant's buffer, held, to be tried
         again."""
+        tenant = _tenant(key)
         if not isinstance(exc, WriteFailed):
             LOG.error('writing %d points of tenant %s: %r', len(lines),
                       tenant, exc)
@@ -316,13 +410,16 @@ class TenantBuffers:
             with self._lock:
                 self._points -= written
             written = 0
-            if self._spilled(tenant, placement, lines, tickets, was_held):
+            if self._spilled(key, placement, lines, tickets, was_held):
                 return
+        elif self.stale is not None and placement.replicas and \
+                self._hold_after is not None:
+            self.stale.missed(placement.server, lines)
         with self._lock:
             self._points -= written
-            buf = self._buffers.get(tenant)
+            buf = self._buffers.get(key)
             if buf is None:
-                buf = self._buffers[tenant] = _Buffer(time.monotonic())
+                buf = self._buffers[key] = _Buffer(time.monotonic())
             # Points added while this write was failing were not counted
             # as held: they are now.
             newly = len(lines) + len(buf.lines)
@@ -333,11 +430,11 @@ class TenantBuffers:
                 # Commits cannot wait: the batch must fail uncommitted,
                 # unless these points are written before it is flushed.
                 self._failed = exc
-                self._failing.add(tenant)
+                self._failing.add(key)
             elif not was_held:
                 buf.held = True
                 buf.held_since = buf.held_since or time.time()
-                self._held_tenants.add(tenant)
+                self._held_tenants.add(key)
                 self._stats.add(tenant, 'points_held', newly)
                 self._throttle.log(
                     ('holding', placement.server), logging.WARNING,
@@ -427,12 +524,18 @@ class TenantBuffers:
         with self._lock:
             held = [(t, self._buffers[t]) for t in self._held_tenants
                     if t in self._buffers]
-        for tenant, buf in held:
-            url = self._placement(tenant).server.url
+        for key, buf in held:
+            url = self._placement(key).server.url
             points, since = out.get(url, (0, buf.held_since))
             out[url] = (points + len(buf.lines) + buf.inflight,
                         min(since, buf.held_since or since))
         return out
+
+    def waiting_for(self, server) -> bool:
+        """Whether points for *server* wait here or in the spill."""
+        if self.spill is not None and self.spill.pending(server):
+            return True
+        return server.url in self.held_by_server()
 
     def holding(self) -> bool:
         return bool(self._held_tenants)

@@ -271,6 +271,11 @@ class Spill:
                     LOG.error('spilled points of tenant %r dropped: %s',
                               tenant, exc)
                     continue
+                if placement.replicas:
+                    # This folder's replica, if it still is one.
+                    url = self._urls.get(key)
+                    placement = next((c for c in placement.copies
+                                      if c.server.url == url), placement)
                 writer.write(placement, lines, retry_for=0.0,
                              fail_fast=False)
         except WriteFailed as exc:

@@ -16,7 +16,7 @@ Only the host's thread tracks and computes offsets; writer threads only set
 from __future__ import annotations
 
 import collections
-from typing import Iterable
+from typing import Iterable, Optional
 
 #: (topic, partition)
 Partition = tuple
@@ -25,10 +25,45 @@ Partition = tuple
 class Ticket:
     """The points of one tenant buffer: done once all are written."""
 
-    __slots__ = ('done',)
+    __slots__ = ('done', 'abandoned', 'joints')
 
     def __init__(self) -> None:
         self.done = False
+        #: Given up for a stale range (a replica's points only).
+        self.abandoned = False
+        #: The JointTickets it is part of (replicas only).
+        self.joints: Optional[list] = None
+
+
+class JointTicket:
+    """A point written to several replicas: done once every replica stored
+    it or gave it up for a stale range, and at least one stored it (so a
+    committed record is always held somewhere)."""
+
+    __slots__ = ('parts', '_done')
+
+    def __init__(self, parts: tuple) -> None:
+        self.parts = parts
+        self._done = False
+        for part in parts:
+            if part.joints is None:
+                part.joints = []
+            part.joints.append(self)
+
+    @property
+    def done(self) -> bool:
+        if not self._done:
+            parts = self.parts
+            self._done = all(p.done or p.abandoned for p in parts) and \
+                any(p.done for p in parts)
+        return self._done
+
+
+def may_abandon(ticket: Ticket) -> bool:
+    """Whether every point of *ticket* keeps a replica that has not given
+    it up (its records can still be committed once that one stores it)."""
+    return all(any(p is not ticket and not p.abandoned for p in joint.parts)
+               for joint in ticket.joints or ())
 
 
 class Watermark:

@@ -91,6 +91,30 @@ placement_opts = [
                      'share ("default,influx2:2"). Adding a server moves '
                      'about 1/(n+1) of these tenants, all to it. Empty: the '
                      'default server.'),
+    cfg.IntOpt('replicas', default=1, min=1, max=5,
+               help='Servers each tenant database lives on: the first '
+                    '"replicas" servers of its rendezvous order over '
+                    'hash_servers (which must name at least that many), or '
+                    'the servers its line of tenant_overrides_file names '
+                    '("acme influx2,influx3"). Every point is written to '
+                    'each; monasca-api reads from one that is up and has '
+                    'no stale range over the call (see the high '
+                    'availability page of the docs). 1: one copy, as '
+                    'before.'),
+    cfg.FloatOpt('replica_stale_after', default=300.0, min=1.0,
+                 max=7 * 86400.0,
+                 help='With several replicas: seconds a down replica\'s '
+                      'points may be held in memory (when the spill is off '
+                      'or full) before they are dropped for that replica '
+                      'alone, recorded as a stale range on the other '
+                      'replicas, and their records committed, as long as '
+                      'another replica stored them. "monasca-persister-'
+                      'dbpt-migrate --repair" copies the range back.'),
+    cfg.FloatOpt('replica_read_timeout', default=10.0, min=0.1, max=600.0,
+                 help='With several replicas, in the monasca-api read '
+                      'driver: seconds a replica may take to answer before '
+                      'the call goes to the next one (the one that did not '
+                      'answer is skipped for a while).'),
     cfg.StrOpt('shard_duration',
                help='Shard group duration of the policies this package '
                     'creates, raw and tiers (for example "1d"; a unit is '

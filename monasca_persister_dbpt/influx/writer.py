@@ -64,6 +64,8 @@ class InfluxWriter:
         self._local = threading.local()
         #: Servers marked down -> time.time() they were.
         self.down_since: dict[Server, float] = {}
+        #: Called with a server whose database a write found gone.
+        self.on_recreate: list = []
         self._throttle = LogThrottle(logger=LOG)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='dbpt-writer')
@@ -225,6 +227,8 @@ class InfluxWriter:
                 LOG.warning('%s for tenant %s: creating it again',
                             text.strip(), placement.tenant_id)
                 self.schema.forget(placement)
+                for call in self.on_recreate:
+                    call(placement.server)  # did the server lose its data?
                 refused = self._ready(placement, retry_for, fail_fast)
                 if refused is not None:
                     self.refuse(placement, lines, refused)

@@ -38,6 +38,22 @@ class Placement:
     database: str
     retention: Optional[RetentionPolicy]
     tiers: tuple = ()
+    #: Every server holding the database, ``server`` first; empty: only
+    #: ``server``.
+    replicas: tuple = ()
+    #: This placement once per replica (set by PlacementMap.place).
+    copies: tuple = dataclasses.field(default=(), compare=False, repr=False)
+
+    @property
+    def servers(self) -> tuple:
+        return self.replicas or (self.server,)
+
+    def on(self, server: Server) -> 'Placement':
+        """The same database on *server* (one of its replicas)."""
+        for copy in self.copies:
+            if copy.server == server:
+                return copy
+        return dataclasses.replace(self, server=server, copies=())
 
 
 class PlacementMap:
@@ -56,7 +72,7 @@ class PlacementMap:
                  servers: Optional[Mapping[str, Server]] = None,
                  overrides_file: Optional[str] = None,
                  hash_servers: Sequence[str] = (),
-                 tier_lateness: int = 0) -> None:
+                 tier_lateness: int = 0, replicas: int = 1) -> None:
         self.database_name = database_name
         self.db_per_tenant = db_per_tenant
         # Checked whether or not db_per_tenant is on: the migration turns it
@@ -71,7 +87,7 @@ class PlacementMap:
             tier_lateness=tier_lateness)
         self._cache: dict[str, Placement] = {}
         self.server_map = ServerMap(server, servers, overrides_file,
-                                    hash_servers)
+                                    hash_servers, replicas)
         #: Per-tenant settings and servers, re-read at run time.
         self.tenant_overrides = self.server_map.overrides
         self.tenant_overrides.listeners.append(self._cache.clear)
@@ -147,6 +163,7 @@ class PlacementMap:
             overrides_file=dbpt.tenant_overrides_file,
             hash_servers=dbpt.hash_servers,
             tier_lateness=dbpt.tier_lateness,
+            replicas=dbpt.replicas,
             server=default)
 
     def describe(self) -> str:
@@ -155,11 +172,13 @@ class PlacementMap:
             return 'shared: every tenant in %s' % self.database_name
         rp = self.default_retention
         servers = self.server_map.servers
-        return ('%s<tenant>%s on %s%s, default retention %s, %d override(s)'
-                '%s' % (self.tenants.prefix, self.tenants.suffix,
+        return ('%s<tenant>%s on %s%s%s, default retention %s, %d '
+                'override(s)%s' % (self.tenants.prefix, self.tenants.suffix,
                         self.default_server.url,
                         ' and %d more server(s)' % (len(servers) - 1)
                         if len(servers) > 1 else '',
+                        ', %d replicas each' % self.server_map.replicas
+                        if self.server_map.replicas > 1 else '',
                         rp.duration if rp else 'INF', len(self.overrides),
                         ', tiers %s' % ','.join(t.interval for t in self.tiers)
                         if self.tiers else ''))
@@ -186,6 +205,16 @@ class PlacementMap:
     def server_for(self, tenant_id: str) -> Server:
         return self.server_map.server_for(tenant_id)
 
+    def replicas_for(self, tenant_id: str) -> tuple:
+        return self.server_map.replicas_for(tenant_id)
+
+    @property
+    def replicated(self) -> bool:
+        """Whether any tenant may have more than one replica (the write
+        path's fast path is for when none can)."""
+        return self.server_map.replicas > 1 or \
+            self.tenant_overrides.replicated
+
     def place(self, tenant_id: str) -> Placement:
         """Where *tenant_id*'s data lives; raises InvalidTenantId."""
         if self.tenant_overrides.path:
@@ -196,9 +225,14 @@ class PlacementMap:
             self.tenants.validate(tenant_id)
             database = self.tenants.checked_database(tenant_id) \
                 if self.db_per_tenant else self.database_name
-            placement = Placement(tenant_id, self.server_for(tenant_id),
-                                  database, self.retention_for(tenant_id),
-                                  self.tiers_for(tenant_id))
+            servers = self.replicas_for(tenant_id)
+            placement = Placement(tenant_id, servers[0], database,
+                                  self.retention_for(tenant_id),
+                                  self.tiers_for(tenant_id),
+                                  servers if len(servers) > 1 else ())
+            object.__setattr__(placement, 'copies', (placement,) + tuple(
+                dataclasses.replace(placement, server=s, copies=())
+                for s in servers[1:]))
             if len(self._cache) >= PLACEMENT_CACHE_MAX:
                 self._cache.clear()
             self._cache[tenant_id] = placement

@@ -8,9 +8,11 @@ tenant id, optionally its server, then ``key=value`` settings::
     acme           influx2
     noisy                    ingestion_rate=500 max_series=20000
     big            influx3   max_series=0
+    twice          influx2,influx3
 
 A bare word after the tenant is its server (so a tenant servers file of
-earlier releases is a valid overrides file). ``0`` switches a limit off
+earlier releases is a valid overrides file), or several, comma separated:
+the servers holding its replicas, the first one first. ``0`` switches a limit off
 for that tenant. The file is looked at every ``CHECK_EVERY`` seconds and
 re-read when it changed; a bad edit keeps the last good file and logs the
 line at fault, while a bad file at start-up is an error naming it.
@@ -70,7 +72,8 @@ class TenantOverrides:
         self.path = path
         self._servers = frozenset(servers)
         self._option = option
-        self._servers_of: dict[str, str] = {}
+        self._servers_of: dict[str, tuple] = {}
+        self._replicated = False
         self._settings: dict[str, dict] = {}
         self._seen = None
         self._next = 0.0
@@ -80,6 +83,16 @@ class TenantOverrides:
             self.check(force=True)  # a bad file fails at start-up
 
     def server_of(self, tenant_id: str) -> Optional[str]:
+        names = self._servers_of.get(tenant_id)
+        return names[0] if names else None
+
+    @property
+    def replicated(self) -> bool:
+        """Whether a line names several servers."""
+        return self._replicated
+
+    def servers_of(self, tenant_id: str) -> Optional[tuple]:
+        """The server names of the tenant's line, first one first."""
         return self._servers_of.get(tenant_id)
 
     def settings_of(self, tenant_id: str) -> Mapping[str, object]:
@@ -112,11 +125,12 @@ class TenantOverrides:
                      len(settings))
         self._seen = seen
         self._servers_of, self._settings = servers, settings
+        self._replicated = any(len(v) > 1 for v in servers.values())
         for listener in self.listeners:
             listener()
 
     def _parse(self, lines) -> tuple[dict, dict]:
-        servers: dict[str, str] = {}
+        servers: dict[str, tuple] = {}
         settings: dict[str, dict] = {}
         for number, line in enumerate(lines, 1):
             words = line.split('#', 1)[0].split()
@@ -130,10 +144,15 @@ class TenantOverrides:
             if tenant in servers or tenant in settings:
                 raise bad('tenant %r is already on an earlier line' % tenant)
             if rest and '=' not in rest[0]:
-                if rest[0] not in self._servers:
-                    raise bad('server %r is not in [dbpt] servers (%s)' % (
-                        rest[0], ', '.join(sorted(self._servers))))
-                servers[tenant] = rest.pop(0)
+                names = tuple(rest.pop(0).split(','))
+                for name in names:
+                    if name not in self._servers:
+                        raise bad('server %r is not in [dbpt] servers (%s)'
+                                  % (name, ', '.join(sorted(self._servers))))
+                if len(set(names)) != len(names):
+                    raise bad('a server is named twice: each replica needs '
+                              'a server of its own')
+                servers[tenant] = names
             if not rest and tenant not in servers:
                 raise bad('a tenant needs a server or key=value settings')
             values = {}

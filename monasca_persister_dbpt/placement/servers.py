@@ -7,6 +7,10 @@ little when a server is added: about 1/(n+1) of the hashed tenants, all of
 them to the new server (``sha1 % n`` moved two thirds of them going from 2
 to 3). A server may carry a weight (``influx2:2``): it receives that many
 times the share of a weight-1 server.
+
+With ``[dbpt] replicas = R`` a tenant lives on the first R servers of its
+rendezvous order (or on every server its overrides line names); adding a
+server moves about R/(n+1) of the copies, each to the new server.
 """
 
 from __future__ import annotations
@@ -63,8 +67,21 @@ def rendezvous(tenant_id: str, weights: Mapping[str, float]) -> str:
     share is its weight over the sum, and a new server takes tenants only
     from the others, never moves them between them.
     """
-    return max(weights, key=lambda name: (
-        -weights[name] / math.log(_unit_hash(name, tenant_id)), name))
+    return max(weights, key=lambda name: _score(name, tenant_id, weights))
+
+
+def rendezvous_order(tenant_id: str, weights: Mapping[str, float],
+                     count: int) -> tuple:
+    """The *count* highest-scoring server names, best first: a tenant's
+    replicas. A new server enters a tenant's first *count* only by pushing
+    out the last of them, so it takes about count/(n+1) of the copies."""
+    ranked = sorted(weights, key=lambda name: _score(name, tenant_id,
+                                                     weights), reverse=True)
+    return tuple(ranked[:count])
+
+
+def _score(name: str, tenant_id: str, weights: Mapping[str, float]) -> tuple:
+    return (-weights[name] / math.log(_unit_hash(name, tenant_id)), name)
 
 
 def parse_hash_servers(items: Sequence[str]) -> dict[str, float]:
@@ -88,13 +105,14 @@ def parse_hash_servers(items: Sequence[str]) -> dict[str, float]:
 
 
 class ServerMap:
-    """Tenant id -> Server: the overrides file, else the hash, else the
-    default server."""
+    """Tenant id -> its servers: the overrides file, else the hash, else
+    the default server."""
 
     def __init__(self, default: Server,
                  servers: Optional[Mapping[str, Server]] = None,
                  overrides_file: Optional[str] = None,
-                 hash_servers: Sequence[str] = ()) -> None:
+                 hash_servers: Sequence[str] = (),
+                 replicas: int = 1) -> None:
         self.default = default
         self.servers = dict(servers or {})
         self.servers.setdefault('default', default)
@@ -103,6 +121,16 @@ class ServerMap:
             if name not in self.servers:
                 raise InvalidOption('[dbpt] hash_servers names %r, which is '
                                     'not in [dbpt] servers' % name)
+        if replicas < 1:
+            raise InvalidOption('[dbpt] replicas %r: must be 1 or more'
+                                % (replicas,))
+        if replicas > 1 and len(self.weights) < replicas:
+            raise InvalidOption(
+                '[dbpt] replicas = %d needs at least %d servers in [dbpt] '
+                'hash_servers (it names %d): each replica of a tenant lives '
+                'on a server of its own' % (replicas, replicas,
+                                            len(self.weights)))
+        self.replicas = replicas
         # A bad file fails here, at start-up.
         self.overrides = TenantOverrides(overrides_file, self.servers)
 
@@ -116,7 +144,23 @@ class ServerMap:
 
     def server_for(self, tenant_id: str) -> Server:
         """The overrides file, else the hash, else the default."""
-        name = self.overrides.server_of(tenant_id)
-        if name is not None:
-            return self.servers[name]
-        return self.hashed(tenant_id)
+        return self.replicas_for(tenant_id)[0]
+
+    def hashed_replicas(self, tenant_id: str, weights: Optional[
+            Mapping[str, float]] = None) -> tuple:
+        """Where the hash alone puts *tenant_id*'s replicas."""
+        weights = self.weights if weights is None else weights
+        if not weights:
+            return (self.default,)
+        if self.replicas == 1:
+            return (self.servers[rendezvous(tenant_id, weights)],)
+        return tuple(self.servers[name] for name in rendezvous_order(
+            tenant_id, weights, self.replicas))
+
+    def replicas_for(self, tenant_id: str) -> tuple:
+        """Every server holding *tenant_id*'s database, the first one
+        first: its line of the overrides file, else the hash."""
+        names = self.overrides.servers_of(tenant_id)
+        if names is not None:
+            return tuple(self.servers[name] for name in names)
+        return self.hashed_replicas(tenant_id)

@@ -32,8 +32,10 @@ MOVES_DATABASE = '_dbpt_moves'
 SERVER_ID_DATABASE = '_dbpt_server'
 #: Databases no tenant is ever written to: InfluxDB's own, ours, and (added
 #: per mapping) the shared database the migration reads from.
+#: Stale ranges of replicas (see placement/stale.py).
+STALE_DATABASE = '_dbpt_stale'
 RESERVED_DATABASES = frozenset({'_internal', MOVES_DATABASE,
-                                SERVER_ID_DATABASE})
+                                SERVER_ID_DATABASE, STALE_DATABASE})
 
 
 def check_database_name(name: str) -> None:

@@ -26,6 +26,7 @@ from monasca_persister_dbpt.commits import stop
 from monasca_persister_dbpt.commits.buffers import TenantBuffers
 from monasca_persister_dbpt.commits.outages import Outages
 from monasca_persister_dbpt.commits.spill import Spill, SpillUnusable
+from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
 from monasca_persister_dbpt.commits.watermark import Watermark
 from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
@@ -123,9 +124,9 @@ class TenantRepository(Repository):
             request_timeout=dbpt.request_timeout,
             retry_timeout=dbpt.retry_timeout,
             backoff_max=dbpt.retry_backoff_max, stats=self.stats)
-        self._check_servers(dbpt)
+        known = self._check_servers(dbpt)
         self.buffers, self.watermark, buffering = self._buffers(
-            conf_obj, guarded and not legacy)
+            conf_obj, guarded and not legacy, known)
         if self.watermark is not None and \
                 multiprocessing.parent_process() is not None:
             # A worker of the host (never a test or a tool of ours): on
@@ -145,19 +146,22 @@ class TenantRepository(Repository):
                  'commit_guard is off or could not be installed)', buffering,
                  self.placements.describe())
 
-    def _check_servers(self, dbpt) -> None:
+    def _check_servers(self, dbpt) -> dict:
         """Refuse a config naming one influxd twice (the rebalance would
         drop what it copied onto itself); a server that does not answer
         costs only its wait, bounded like a write's before it is held."""
         try:
-            identity.identify(self.writer, self.placements.servers,
-                              retry_for=min(dbpt.retry_timeout,
-                                            max(dbpt.hold_after, 1.0)))
+            found = identity.identify(self.writer, self.placements.servers,
+                                      retry_for=min(dbpt.retry_timeout,
+                                                    max(dbpt.hold_after, 1.0)))
         except identity.SameServer as exc:
             LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
             raise
+        return {self.placements.servers[name]: ids[0]
+                for name, ids in found.ids.items() if ids}
 
-    def _buffers(self, conf_obj: cfg.ConfigOpts, controlled: bool):
+    def _buffers(self, conf_obj: cfg.ConfigOpts, controlled: bool,
+                 known_ids: Optional[dict] = None):
         """The tenant buffers, the watermark (when commits can follow it),
         and a line saying what is on."""
         dbpt = conf_obj.dbpt
@@ -186,12 +190,29 @@ class TenantRepository(Repository):
             words.append('points of a down server spilled to %s (at most %d '
                          'bytes) and committed' % (spill.directory,
                                                    spill.max_bytes))
+        recorder = None
+        servers = set(self.placements.servers.values())
+        if len(servers) > 1:
+            # Replicas may be named at run time (the overrides file).
+            recorder = StaleRecorder(servers, self.writer, self.stats,
+                                     known_ids)
+            self.writer.on_recreate.append(recorder.check_ids)
+            recorder.gauges(self.stats)
+        if self.placements.server_map.replicas > 1:
+            words.append('%d replicas per tenant, a down one given up for '
+                         'a stale range after %.0fs held in memory' % (
+                             self.placements.server_map.replicas,
+                             dbpt.replica_stale_after))
         buffers = TenantBuffers(
             self.placements, self.writer, self.stats,
             chunk_points=conf_obj.influxdb.batch_size,
             coalesce_points=dbpt.coalesce_points, max_delay=max_delay,
             buffered_max=dbpt.buffered_points_max, held_max=held_max,
-            hold_after=dbpt.hold_after if held_max else None, spill=spill)
+            hold_after=dbpt.hold_after if held_max else None, spill=spill,
+            stale=recorder, stale_after=dbpt.replica_stale_after)
+        if recorder is not None:
+            recorder.waiting = buffers.waiting_for
+            buffers.on_tick.append(recorder.tick)
         self.outages = Outages(self.placements, self.writer, buffers,
                                self.stats)
         watermark = None
