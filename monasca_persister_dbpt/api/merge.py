@@ -291,3 +291,17 @@ def stragglers(old: dict, new_keys: set, group_by, period: int) -> dict:
             entry['tags'] = dict(tags)
         out.append(entry)
     return {'series': out} if out else {}
+
+
+_LOWER = re.compile(r'\stime\s*>=\s*(-?\d+)u', re.I)
+_UPPER = re.compile(r'\stime\s*<=?\s*(-?\d+)u', re.I)
+
+
+def time_range(query: str) -> tuple[Optional[int], Optional[int]]:
+    """The ``time >= <us>u`` and ``time < <us>u`` bounds monasca-api puts
+    in a query, in ns (None: unbounded on that side)."""
+    masked = _mask(query)
+    lower = _LOWER.search(masked)
+    upper = _UPPER.search(masked)
+    return (int(lower.group(1)) * 1000 if lower else None,
+            int(upper.group(1)) * 1000 if upper else None)

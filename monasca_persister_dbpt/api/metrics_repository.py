@@ -33,7 +33,7 @@ from typing import Optional
 
 import requests
 from influxdb import InfluxDBClient
-from influxdb.exceptions import InfluxDBClientError
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from influxdb.resultset import ResultSet
 from monasca_api.common.repositories.influxdb import metrics_repository \
     as upstream
@@ -42,10 +42,12 @@ from oslo_log import log
 
 from monasca_persister_dbpt import conf as dbpt_conf
 from monasca_persister_dbpt.api import merge
+from monasca_persister_dbpt.api.replicas import NoReplica, ReplicaChooser
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.placement import InvalidTenantId, Placement
 from monasca_persister_dbpt.placement import PlacementMap, Server
 from monasca_persister_dbpt.placement import moves
+from monasca_persister_dbpt.placement import stale
 
 LOG = log.getLogger(__name__)
 
@@ -106,13 +108,22 @@ class MetricsRepository(upstream.MetricsRepository):
         self._clients: dict[Server, InfluxDBClient] = {}
         self._lock = threading.Lock()
         self._read_tiers = conf.dbpt.read_tiers
+        # Replicas: a server that does not answer in time is skipped.
+        self._timeout = conf.dbpt.replica_read_timeout \
+            if self.placements.replicated else None
         super().__init__()
-        self._clients[self.placements.default_server] = self.influxdb_client
+        if self._timeout is None:
+            self._clients[self.placements.default_server] = \
+                self.influxdb_client
         # With one server nothing can move.
-        self.moves = moves.MoveTable(
-            self.placements.servers.values(), self._look,
-            self.placements.tenant_of) \
-            if len(set(self.placements.servers.values())) > 1 else None
+        servers = set(self.placements.servers.values())
+        self.moves = moves.MoveTable(servers, self._look,
+                                     self.placements.tenant_of) \
+            if len(servers) > 1 else None
+        self.replicas = ReplicaChooser(
+            stale.StaleTable(servers, self._stale_markers),
+            self.moves.holders if self.moves is not None else None) \
+            if len(servers) > 1 else None
         LOG.info('monasca-persister-dbpt read driver: databases %s%s',
                  self.placements.describe(),
                  '; statistics from tiers when older than the raw policy'
@@ -127,7 +138,9 @@ class MetricsRepository(upstream.MetricsRepository):
                     client = self._clients[server] = InfluxDBClient(
                         server.host, server.port, server.user,
                         server.password, ssl=server.ssl,
-                        verify_ssl=server.verify_ssl)
+                        verify_ssl=server.verify_ssl, timeout=self._timeout,
+                        # One try: the next replica is the retry.
+                        retries=1 if self._timeout else 3)
         return client
 
     def _look(self, server: Server) -> tuple[set, list]:
@@ -141,12 +154,53 @@ class MetricsRepository(upstream.MetricsRepository):
                 client.query(moves.SELECT_MARKERS).raw)
         return databases, markers
 
+    def _stale_markers(self, server: Server) -> list:
+        """A server's stale ranges (for the StaleTable)."""
+        client = self._client(server)
+        try:
+            result = client.query(stale.SELECT_MARKERS, epoch='ns')
+        except InfluxDBClientError as ex:
+            if 'not found' in str(ex):
+                return []
+            raise
+        return stale.parse_markers(result.raw)
+
     def query_tenant_db(self, query, tenant_id):
         try:
             placement = self.placements.place(tenant_id)
         except InvalidTenantId:
             return None  # the persister never stores such a tenant
-        parts = self.moves.parts(tenant_id, placement.server) \
+        if placement.replicas and self.replicas is not None:
+            return self._from_a_replica(query, placement)
+        return self._read(query, placement)
+
+    def _from_a_replica(self, query: str, placement: Placement):
+        """The answer of the first replica that can give it whole."""
+        lower, upper = merge.time_range(query)
+        copies, skipped = self.replicas.order(placement, lower, upper)
+        failures = []
+        for copy in copies:
+            try:
+                result = self._read(query, copy, placement.servers)
+            except (requests.ConnectionError, requests.Timeout,
+                    InfluxDBServerError) as exc:
+                self.replicas.failed(copy.server)
+                failures.append('%s: %s' % (copy.server.url,
+                                            str(exc)[:200]))
+                LOG.warning('replica %s of tenant %s did not answer (%s); '
+                            'asking the next', copy.server.url,
+                            placement.tenant_id, str(exc)[:200])
+                continue
+            self.replicas.answered(copy.server)
+            return result
+        raise NoReplica('no replica of tenant %s can answer: %s' % (
+            placement.tenant_id, '; '.join(skipped + failures) or
+            'none configured'))
+
+    def _read(self, query: str, placement: Placement,
+              replicas: tuple = ()):
+        tenant_id = placement.tenant_id
+        parts = self.moves.parts(tenant_id, placement.server, replicas) \
             if self.moves is not None else ()
         if len(parts) > 1:
             merged = self._query_parts(query, placement, parts)

@@ -84,6 +84,7 @@ class StaleRecorder:
         #: Server -> its id when it was first asked (see identity.py).
         self._ids: dict[Server, str] = dict(known_ids or {})
         self._next_ids = time.monotonic() + IDENTITY_EVERY
+        self._ids_lock = threading.Lock()
         self._throttle = LogThrottle(logger=LOG)
         #: Called for each server checked as settled: (server) -> whether
         #: points for it still wait (in memory or in the spill).
@@ -257,7 +258,12 @@ class StaleRecorder:
     # -- ids -----------------------------------------------------------------
 
     def check_ids(self, only: Optional[Server] = None) -> None:
-        """A server whose id is gone came back empty."""
+        """A server whose id is gone came back empty (one thread at a
+        time: several writes find it at once)."""
+        with self._ids_lock:
+            self._check_ids(only)
+
+    def _check_ids(self, only: Optional[Server]) -> None:
         for server in [only] if only is not None else list(self._ids):
             known = self._ids.get(server)
             if known is None or self._writer.is_down(server):

@@ -32,6 +32,7 @@ from monasca_persister_dbpt.migrate.copy import Copier, Progress
 from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS, NS, UNIT_NS
 from monasca_persister_dbpt.migrate.plan import Planner
 from monasca_persister_dbpt.migrate.rebalance import Rebalance
+from monasca_persister_dbpt.migrate.repair import Repair
 from monasca_persister_dbpt.migrate.verify import missing_lines, verify
 from monasca_persister_dbpt.placement import InvalidDuration
 from monasca_persister_dbpt.placement import InvalidTenantId
@@ -45,6 +46,7 @@ DRY_RUN_WAIT = 5.0
 #: identity: one file cannot serve both).
 CHECKPOINT = 'migrate-checkpoint.jsonl'
 REBALANCE_CHECKPOINT = 'rebalance-checkpoint.jsonl'
+REPAIR_CHECKPOINT = 'repair-checkpoint.jsonl'
 
 LOG = logging.getLogger('monasca_persister_dbpt.migrate')
 
@@ -96,6 +98,12 @@ cli_opts = [
                      'lives on a server other than its placement (after a '
                      'server was added to [dbpt] hash_servers, say) to that '
                      'server, whole history and every policy, verified.'),
+    cfg.BoolOpt('repair', default=False,
+                help='Instead of migrating: with [dbpt] replicas, copy every '
+                     'stale range a replica missed (a server down, a server '
+                     'that came back empty) from a healthy replica of the '
+                     'same tenant, verify it, and clear it. Exit 1 while '
+                     'anything is still stale. With --dry-run: list them.'),
     cfg.BoolOpt('drop-source', default=False,
                 help='With --rebalance: drop each old copy once its move is '
                      'verified and the old copy has not changed since.'),
@@ -199,6 +207,10 @@ def _validate(c) -> list:
     if c.drop_source and not c.rebalance:
         raise UsageError('--drop-source needs --rebalance (the migration '
                          'never drops its source)')
+    if c.repair and (c.rebalance or c.verify_only or c.no_verify):
+        raise UsageError('--repair copies, verifies and clears stale ranges '
+                         'on its own: drop --rebalance/--verify-only/'
+                         '--no-verify')
     if c.rebalance and (c.verify_only or c.no_verify):
         raise UsageError('--rebalance always verifies every move: drop '
                          '--verify-only/--no-verify')
@@ -287,6 +299,8 @@ def main(argv: Optional[list] = None) -> int:
         return _error(str(exc), 2)
     if conf.rebalance:
         return _rebalance(conf, placements, writer)
+    if conf.repair:
+        return _repair(conf, placements, writer)
     migration = Migration(conf, placements, skip, writer)
     try:
         return migration.run()
@@ -310,13 +324,27 @@ def _rebalance(conf, placements: PlacementMap, writer: InfluxWriter) -> int:
     rebalance = Rebalance(conf, placements, writer,
                           REBALANCE_CHECKPOINT if conf.checkpoint == CHECKPOINT
                           else conf.checkpoint)
+    return _resumable(rebalance.run, rebalance.checkpoint,
+                      'nothing is dropped before its move is verified')
+
+
+def _repair(conf, placements: PlacementMap, writer: InfluxWriter) -> int:
+    repair = Repair(conf, placements, writer,
+                    REPAIR_CHECKPOINT if conf.checkpoint == CHECKPOINT
+                    else conf.checkpoint)
+    return _resumable(repair.run, repair.moves.checkpoint,
+                      'a stale range is cleared only once its copy is '
+                      'verified')
+
+
+def _resumable(run, checkpoint: Checkpoint, promise: str) -> int:
+    """A checkpointed run's exit status, interrupted or failing."""
     try:
-        return rebalance.run()
+        return run()
     except KeyboardInterrupt:
-        rebalance.checkpoint.close()
-        print('\ninterrupted; nothing is dropped before its move is '
-              'verified: run the same command again to go on',
-              file=sys.stderr)
+        checkpoint.close()
+        print('\ninterrupted; %s: run the same command again to go on'
+              % promise, file=sys.stderr)
         return 130
     except CheckpointError as exc:
         return _error(str(exc), 2)

@@ -66,6 +66,8 @@ class Chunk:
         """Identity in the checkpoint (without the interval)."""
         parts = (self.source_rp, self.measurement, self.tenant_id,
                  self.placement.database)
+        if self.placement.replicas:
+            parts += (self.placement.server.url,)
         return '\x1f'.join(parts + (self.origin,) if self.origin else parts)
 
 
@@ -87,7 +89,8 @@ class Plan:
     def placements(self) -> list[Placement]:
         seen = {}
         for c in self.chunks:
-            seen.setdefault(c.placement.database, c.placement)
+            seen.setdefault((c.placement.server, c.placement.database),
+                            c.placement)
         return list(seen.values())
 
 
@@ -102,7 +105,8 @@ def jobs(chunks: Sequence[Chunk], max_points: int) -> list[list[Chunk]]:
     groups: dict = {}
     for c in chunks:
         groups.setdefault((c.source_rp, c.tenant_tag, c.tenant_id,
-                           c.placement.database, c.start, c.end, c.fields),
+                           c.placement.server, c.placement.database,
+                           c.start, c.end, c.fields),
                           []).append(c)
     out = []
     for group in groups.values():
@@ -351,34 +355,46 @@ class Planner:
                 plan.untagged.append(measurement)
                 continue
             try:
-                placement = self.placements.place(tenant)
+                targets = self.targets(tenant)
             except InvalidTenantId as exc:
                 plan.refused_tenants.setdefault(tenant, str(exc))
                 continue
-            refused = self.accepts(tenant, placement)
-            if refused is not None:
-                plan.refused_tenants.setdefault(tenant, refused)
-                continue
-            proto = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
-                          placement, fields,
-                          target_rp=self.target_policy(placement, rp),
-                          origin=self.origin)
-            recorded = done.get(proto.key, {})
-            lower = self.lower_for(placement, rp)
-            if lower > span[0]:
-                # Older points would only be dropped by the tenant's
-                # policy: count from where its copy starts.
-                again: dict = {}
-                self.counts(rp, measurement, field, tenant_tag, lower,
-                            max(lower, span[1]), again,
-                            (tenant_tag, tenant))
-                tenant_units = again.get(tenant, [])
-            units_in_range = [(t, n, recorded.get(t) == n and
-                               (proto.key, t) not in force)
-                              for t, n in sorted(tenant_units)
-                              if t + self.unit_ns > lower]
-            plan.chunks.extend(self._cut(proto, units_in_range, lower,
-                                         self.upper + 1))
+            for placement in targets:
+                self._plan_tenant(plan, rp, measurement, done, force,
+                                  tenant, tenant_tag, tenant_units, span,
+                                  placement, field, fields)
+
+    def targets(self, tenant_id: str) -> tuple:
+        """Where *tenant_id*'s points are copied: each of its replicas."""
+        return self.placements.place(tenant_id).copies
+
+    def _plan_tenant(self, plan, rp, measurement, done, force, tenant,
+                     tenant_tag, tenant_units, span, placement, field,
+                     fields) -> None:
+        refused = self.accepts(tenant, placement)
+        if refused is not None:
+            plan.refused_tenants.setdefault(tenant, refused)
+            return
+        proto = Chunk(rp, measurement, tenant_tag, tenant, 0, 0, 0,
+                      placement, fields,
+                      target_rp=self.target_policy(placement, rp),
+                      origin=self.origin)
+        recorded = done.get(proto.key, {})
+        lower = self.lower_for(placement, rp)
+        if lower > span[0]:
+            # Older points would only be dropped by the tenant's
+            # policy: count from where its copy starts.
+            again: dict = {}
+            self.counts(rp, measurement, field, tenant_tag, lower,
+                        max(lower, span[1]), again,
+                        (tenant_tag, tenant))
+            tenant_units = again.get(tenant, [])
+        units_in_range = [(t, n, recorded.get(t) == n and
+                           (proto.key, t) not in force)
+                          for t, n in sorted(tenant_units)
+                          if t + self.unit_ns > lower]
+        plan.chunks.extend(self._cut(proto, units_in_range, lower,
+                                     self.upper + 1))
 
     def _cut(self, proto: Chunk, units, start: int, end: int) -> list[Chunk]:
         """Chunks that tile [start, end) except the units already done.

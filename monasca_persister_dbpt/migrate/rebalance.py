@@ -39,7 +39,7 @@ from monasca_persister_dbpt.influx.schema import duration_hours
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.migrate.checkpoint import Checkpoint
 from monasca_persister_dbpt.migrate.copy import Copier, Progress
-from monasca_persister_dbpt.migrate.plan import MIN_NS, Planner
+from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS, Planner
 from monasca_persister_dbpt.migrate.verify import missing_lines, verify
 from monasca_persister_dbpt.placement import Placement, PlacementMap, Server
 from monasca_persister_dbpt.placement import moves
@@ -58,6 +58,10 @@ class MoveJob:
     database: str
     source: Server
     placement: Placement
+    #: The points copied (ns, inclusive): all of them for a move, a
+    #: stale range for a repair.
+    lower: int = MIN_NS
+    upper: int = MAX_NS
 
     def __str__(self) -> str:
         return 'tenant %s (%s): %s -> %s' % (
@@ -81,8 +85,11 @@ class MovePlanner(Planner):
         super().__init__(run, placements, job.database, start_offset=0,
                          end_offset=0, **kwargs)
         self.job = job
-        self.origin = job.source.url
-        self.lower = MIN_NS
+        # A replica's target server too: one source may feed several.
+        self.origin = job.source.url if not job.placement.replicas else \
+            '%s>%s' % (job.source.url, job.placement.server.url)
+        self.lower = job.lower
+        self.upper = job.upper
         self._source_policies: Optional[dict] = None
 
     def source_policies(self) -> dict:
@@ -124,6 +131,10 @@ class MovePlanner(Planner):
         return [row for name, row in sorted(self.source_policies().items())
                 if not row.get('default') and
                 self._tier_policy(placement, name) is None]
+
+    def targets(self, tenant_id: str) -> tuple:
+        # One copy per move: a replica's moves are one each.
+        return (self.job.placement,)
 
     def accepts(self, tenant_id: str,
                 placement: Optional[Placement] = None) -> Optional[str]:
@@ -188,8 +199,11 @@ class Rebalance:
                 if tenant is None:
                     continue
                 placement = self.placements.place(tenant)
-                if placement.server != server:
-                    jobs.append(MoveJob(tenant, database, server, placement))
+                if server not in placement.servers:
+                    # To each replica: the old copy is dropped only once
+                    # every one of them holds it (see run()).
+                    jobs.extend(MoveJob(tenant, database, server, copy)
+                                for copy in placement.copies)
         return jobs, unreachable
 
     # -- markers -----------------------------------------------------------
@@ -265,6 +279,14 @@ class Rebalance:
                 list(plan.refused_tenants.values()) +
                 ['points without a tenant tag in %r' % m
                  for m in sorted(set(plan.untagged))])
+        if job.placement.replicas:
+            # A replica may hold it all already (another copy of the same
+            # points): counted first, copied only where it is short.
+            report = verify(planner,
+                            lambda p, q: self.writer.run(p.server, q))
+            if not report.mismatches:
+                return None
+            plan = planner.build(self.checkpoint.load(), force=report.repair)
         for _ in range(REPAIR_ROUNDS + 1):
             copier = Copier(self.writer, self.placements, job.source,
                             self.checkpoint, workers=1,
@@ -411,12 +433,19 @@ class Rebalance:
         dropped = 0
         if c.drop_source and verified:
             self._wait('the verified markers')
-            for job in verified:
-                why = self.drop(job)
+            # An old copy is dropped once, and only when its moves to every
+            # replica are verified.
+            sources: dict = {}
+            for job in jobs:
+                sources.setdefault((job.tenant_id, job.source), []).append(job)
+            for group in sources.values():
+                if any(job not in verified for job in group):
+                    continue
+                why = self.drop(group[0])
                 if why is None:
                     dropped += 1
                 else:
-                    failed[job] = why
+                    failed[group[0]] = why
         self.checkpoint.close()
         summary = ('rebalance: %d of %d move(s) verified%s; %d failed' % (
             len(verified), len(jobs), ', %d source(s) dropped' % dropped

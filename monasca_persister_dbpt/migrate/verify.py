@@ -149,36 +149,41 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None,
                 if tenant in bounded or tenant in (None, ''):
                     continue
                 try:
-                    placement = planner.placements.place(tenant)
+                    targets = planner.targets(tenant)
                 except InvalidTenantId:
                     bounded[tenant] = None
                     continue
-                if planner.accepts(tenant, placement) is not None:
-                    bounded[tenant] = None
-                    continue
-                lower = _lower(planner, placement, rp, now_ns)
-                target_rp = planner.target_policy(placement, rp)
-                key = (measurement, tenant, target_rp)
-                bounded[tenant] = (placement, lower, key)
-                seen = where.get(key)
-                both = span if seen is None else (min(seen[2][0], span[0]),
-                                                  max(seen[2][1], span[1]))
-                lowest = lower if seen is None else min(seen[3], lower)
-                where[key] = (placement, tag, both, lowest)
-                if lower > span[0]:
-                    # Count this tenant again from its retention edge.
-                    again = _counts(planner.rows(
-                        'SELECT count(*) FROM %s WHERE %s = %s AND time >= %d '
-                        'AND time <= %d GROUP BY time(%s) fill(none)' % (
-                            source, quote_ident(tag), quote_literal(tenant),
-                            lower, span[1], unit)), None)
-                    for (_, t), fields in again.items():
-                        add(key, t, rp, fields, field, placement)
+                bounded[tenant] = []
+                for placement in targets:
+                    if planner.accepts(tenant, placement) is not None:
+                        continue
+                    lower = _lower(planner, placement, rp, now_ns)
+                    target_rp = planner.target_policy(placement, rp)
+                    # Each replica is compared on its own.
+                    key = (measurement, tenant, target_rp,
+                           placement.server.url if placement.replicas
+                           else '')
+                    bounded[tenant].append((placement, lower, key))
+                    seen = where.get(key)
+                    both = span if seen is None else (
+                        min(seen[2][0], span[0]), max(seen[2][1], span[1]))
+                    lowest = lower if seen is None else min(seen[3], lower)
+                    where[key] = (placement, tag, both, lowest)
+                    if lower > span[0]:
+                        # Count this tenant again from its retention edge.
+                        again = _counts(planner.rows(
+                            'SELECT count(*) FROM %s WHERE %s = %s AND time '
+                            '>= %d AND time <= %d GROUP BY time(%s) '
+                            'fill(none)' % (source, quote_ident(tag),
+                                            quote_literal(tenant), lower,
+                                            span[1], unit)), None)
+                        for (_, t), fields in again.items():
+                            add(key, t, rp, fields, field, placement)
             for (tenant, t), fields in counted.items():
-                info = bounded.get(tenant)
-                if info is None or info[1] > span[0]:
-                    continue
-                add(info[2], t, rp, fields, field, info[0])
+                for info in bounded.get(tenant) or ():
+                    if info[1] > span[0]:
+                        continue
+                    add(info[2], t, rp, fields, field, info[0])
     report = Report()
     by_db: dict = collections.defaultdict(list)
     for key, (placement, *_) in where.items():
@@ -187,7 +192,7 @@ def verify(planner: Planner, run_target, now_ns: Optional[int] = None,
         placement = where[keys[0]][0]
         statements = []
         for key in keys:
-            measurement, tenant, policy = key
+            measurement, tenant, policy, _ = key
             _, tag, span, lower = where[key]
             statements.append(
                 'SELECT count(*) FROM %s.%s.%s WHERE %s = %s AND time >= %d '
@@ -252,7 +257,7 @@ def _lower(planner: Planner, placement, source_rp: str, now_ns: int) -> int:
 
 def _compare(report, planner, placement, key, want, got,
              policies_of, grown) -> None:
-    measurement, tenant, policy = key
+    measurement, tenant, policy, _ = key
     source = sum(max(f.values()) for f in want.values())
     target = sum(max(got[t].values()) if t in got else 0 for t in want)
     short, arrived = [], 0

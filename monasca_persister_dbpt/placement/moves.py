@@ -131,11 +131,19 @@ class MoveTable:
                     markers[(move.tenant_id, move.source, server.url)] = move
             self._copies, self._markers = copies, markers
 
-    def parts(self, tenant_id: str, home: Server) -> list[Part]:
-        """Where to read *tenant_id* placed on *home*: [Part(home)] unless
-        another server holds a copy that is not yet verified as moved."""
+    def holders(self, tenant_id: str) -> set:
+        """The servers holding a database of *tenant_id*, as last seen."""
         self.refresh()
-        others = [s for s in self._copies.get(tenant_id, ()) if s != home]
+        return set(self._copies.get(tenant_id, ()))
+
+    def parts(self, tenant_id: str, home: Server,
+              replicas: tuple = ()) -> list[Part]:
+        """Where to read *tenant_id* placed on *home*: [Part(home)] unless
+        another server (not one of its *replicas*, which hold copies of
+        their own) holds a copy that is not yet verified as moved."""
+        self.refresh()
+        others = [s for s in self._copies.get(tenant_id, ())
+                  if s != home and s not in replicas]
         if not others:
             return [Part(home)]
         parts = []
