@@ -249,3 +249,51 @@ def test_a_replica_that_comes_back_empty_is_read_around_and_rebuilt(
     rc, out = cluster.migrate('--repair', '--dry-run')
     assert rc == 0, out
     cluster.check_reads(repo)
+
+
+def test_the_migration_writes_every_replica_and_verifies_each(
+        influx, two, three, tmp_path):
+    from tests.functional.test_moving_safely import _config
+    config = _config(tmp_path, influx, extra=(
+        'servers = two:%s,three:%s\nhash_servers = default,two,three\n'
+        'replicas = 2\n' % (two.url, three.url)), retention_hours=0)
+    start_s = int(time.time()) // 3600 * 3600 - 3 * 86400
+    influx.query('CREATE DATABASE mon')
+    for n, tenant in enumerate(TENANTS):
+        influx.write('mon', ['cpu.idle_perc,_region=RegionOne,_tenant_id=%s,'
+                             'hostname=h%d value=%d %d' % (
+                                 tenant, n, i, (start_s + i * 600) * 1000)
+                             for i in range(300)])
+    placements = PlacementMap(
+        servers={'default': Server(influx.host, influx.port),
+                 'two': Server(two.host, two.port),
+                 'three': Server(three.host, three.port)},
+        hash_servers=('default', 'two', 'three'), replicas=2)
+    by_port = {s.port: s for s in (influx, two, three)}
+
+    def migrate(*args):
+        done = subprocess.run([SCRIPT, '--config-file', config] + list(args),
+                              capture_output=True, text=True, timeout=600,
+                              cwd=str(tmp_path))
+        return done.returncode, done.stdout + done.stderr
+    rc, out = migrate('--migrate-time-unit', 'd')
+    assert rc == 0, out
+    for tenant in TENANTS:
+        for copy in placements.place(tenant).copies:
+            server = by_port[copy.server.port]
+            rows = server.rows('SELECT count(value) FROM "cpu.idle_perc"',
+                               'mon_' + tenant)
+            assert rows[0]['count'] == 300, (tenant, server.url)
+    rc, out = migrate('--migrate-time-unit', 'd', '--verify-only')
+    assert rc == 0, out
+    # One replica short of a day: the verification names it.
+    tenant = TENANTS[0]
+    second = by_port[placements.place(tenant).copies[1].server.port]
+    second.query('DELETE FROM "cpu.idle_perc" WHERE time < %ds'
+                  % (start_s + 86400), 'mon_' + tenant)
+    rc, out = migrate('--migrate-time-unit', 'd', '--verify-only')
+    assert rc == 1, out
+    assert tenant in out
+    # The source is untouched.
+    assert influx.rows('SELECT count(value) FROM "cpu.idle_perc"',
+                       'mon')[0]['count'] == 300 * len(TENANTS)
