@@ -27,11 +27,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench.persister_e2e import produce  # noqa: E402
 from bench.servers_e2e import close_all, wait_written  # noqa: E402
+from bench.soak import children  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable),
                       'monasca-persister-dbpt-migrate')
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def run(tenant_count: int, replicas: int, n_records: int, batch: int,
@@ -66,11 +77,19 @@ def run(tenant_count: int, replicas: int, n_records: int, batch: int,
         time.sleep(8)  # the group join, so the first flush is timed alone
         produce(broker, 'metrics', warm)
         wait_written(stats, replicas * len(warm), persister)
+        workers = children(persister.proc.pid)
+        cpu_before = (sum(cpu_s(p) for p in workers),
+                      sum(cpu_s(i.proc.pid) for i in influxes))
         started = time.monotonic()
         produce(broker, 'metrics', payloads)
         peak = wait_written(stats, replicas * (len(warm) + len(payloads)),
                             persister)
         took = time.monotonic() - started
+        out['persister_cpu_us'] = 1e6 * (sum(cpu_s(p) for p in workers) -
+                                         cpu_before[0]) / len(payloads)
+        out['influxd_cpu_us'] = 1e6 * (sum(cpu_s(i.proc.pid) for i in
+                                           influxes) - cpu_before[1]) / \
+            len(payloads)
         out['records_per_s'] = len(payloads) / took
         out['rss_mib'] = peak / 1024
         persister.stop()
@@ -113,6 +132,10 @@ def main():
                   count, one['records_per_s'], one['rss_mib'],
                   two['records_per_s'], two['rss_mib'],
                   100 * two['records_per_s'] / one['records_per_s']))
+        print('         CPU per record: persister %.0f/%.0f us, influxd '
+              '%.0f/%.0f us (R=1/R=2)' % (
+                  one['persister_cpu_us'], two['persister_cpu_us'],
+                  one['influxd_cpu_us'], two['influxd_cpu_us']))
         print('         repair of one server (%d points, every database '
               'dropped): %.1f s, %.0f points/s' % (
                   two['repair_points'], two['repair_s'],

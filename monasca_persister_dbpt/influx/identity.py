@@ -51,6 +51,9 @@ class Identities:
     ids: dict = dataclasses.field(default_factory=dict)
     #: name -> why it could not be asked.
     unreachable: dict = dataclasses.field(default_factory=dict)
+    #: Names given their first id now while another name had one already:
+    #: a server new to the others, or one that came back without its data.
+    new: list = dataclasses.field(default_factory=list)
 
 
 def describe(name: str, server: Server) -> str:
@@ -80,10 +83,10 @@ def read_ids(writer, server: Server, retry_for: float) -> list:
     return _ids(result)
 
 
-def ensure_id(writer, server: Server, retry_for: float) -> None:
-    """Give *server* an id unless it has one."""
+def ensure_id(writer, server: Server, retry_for: float) -> bool:
+    """Give *server* an id unless it has one; True if it had none."""
     if read_ids(writer, server, retry_for):
-        return
+        return False
     writer.retrying(server, 'creating its server id', lambda: writer.query(
         server, 'CREATE DATABASE %s' % quote_ident(DATABASE)),
         retry_for=retry_for, fail_fast=False)
@@ -104,6 +107,7 @@ def ensure_id(writer, server: Server, retry_for: float) -> None:
                     retry_for=retry_for, fail_fast=False)
     LOG.info('InfluxDB at %s: new server id written to %s', server.url,
              DATABASE)
+    return True
 
 
 def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
@@ -129,8 +133,8 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
     names = sorted(servers)
 
     def first(name):
-        if create:
-            ensure_id(writer, servers[name], retry_for)
+        return ensure_id(writer, servers[name], retry_for) if create \
+            else False
 
     def second(name):
         return read_ids(writer, servers[name], retry_for)
@@ -138,9 +142,11 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
             pool:
         # Every name gets its id before any is read (see the module doc).
         failed = {}
+        created = []
         for name, future in [(n, pool.submit(first, n)) for n in names]:
             try:
-                future.result()
+                if future.result():
+                    created.append(name)
             except InvalidOption:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported per server
@@ -154,6 +160,8 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
             except Exception as exc:  # noqa: BLE001 - reported per server
                 failed[name] = str(exc)[:300]
     found.unreachable = failed
+    if len(created) < len(names) - len(failed):
+        found.new = created
     seen: dict = {}
     for name in names:
         for server_id in found.ids.get(name, ()):

@@ -31,7 +31,7 @@ _LOCAL = Server('127.0.0.1')
 PLACEMENT_CACHE_MAX = 20000
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Placement:
     tenant_id: str
     server: Server

@@ -157,6 +157,7 @@ class TenantRepository(Repository):
         except identity.SameServer as exc:
             LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
             raise
+        self._new_servers = [self.placements.servers[n] for n in found.new]
         return {self.placements.servers[name]: ids[0]
                 for name, ids in found.ids.items() if ids}
 
@@ -198,6 +199,14 @@ class TenantRepository(Repository):
                                      known_ids)
             self.writer.on_recreate.append(recorder.check_ids)
             recorder.gauges(self.stats)
+            if self.placements.replicated:
+                for server in getattr(self, '_new_servers', ()):
+                    # Its replicas lack what the others hold, until
+                    # --repair (or --rebalance) copies it there.
+                    recorder.reborn(server, 'had no server id while the '
+                                    'others did (a server new to them, or '
+                                    'one back without its data)')
+                recorder.flush()
         if self.placements.server_map.replicas > 1:
             words.append('%d replicas per tenant, a down one given up for '
                          'a stale range after %.0fs held in memory' % (

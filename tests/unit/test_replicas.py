@@ -246,3 +246,86 @@ def test_when_every_replica_is_down_nothing_is_given_up_or_committed():
     writer.down.clear()
     assert _wait(lambda: ticket.done)
     assert len(writer.written) == 2
+
+
+class Response:
+    status_code = 204
+    text = ''
+
+    def raise_for_status(self):
+        pass
+
+
+class MarkerWriter:
+    """Records the marker lines posted to each server."""
+
+    def __init__(self):
+        self.lines = {}
+        self.down = set()
+
+    def is_down(self, server):
+        return server in self.down
+
+    def session(self, server):
+        writer = self
+
+        class Session:
+            def post(self, url, params=None, data=None, timeout=None):
+                if params and params.get('db') == stale.DATABASE:
+                    writer.lines.setdefault(server, []).append(
+                        data.decode())
+                return Response()
+        return Session()
+
+
+def _states(lines):
+    return [line.split('state="')[1].split('"')[0] for line in lines]
+
+
+def test_a_missed_range_is_recorded_on_the_other_servers_and_cleared():
+    from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
+    a, b, c = SERVERS['a'], SERVERS['b'], SERVERS['c']
+    writer = MarkerWriter()
+    recorder = StaleRecorder([a, b, c], writer)
+    waiting = {a}
+    recorder.waiting = lambda server: server in waiting
+    writer.down.add(a)
+    recorder.missed(a, ['m v=1 2000', 'm v=2 1000'])
+    assert a not in writer.lines
+    assert _states(writer.lines[b]) == _states(writer.lines[c]) == ['open']
+    assert 'lo=1000000000i' in writer.lines[b][0]
+    recorder.missed(a, ['m v=3 5000'])      # later points: nothing new
+    assert len(writer.lines[b]) == 1
+    recorder.tick()                          # still down: stays open
+    assert len(writer.lines[b]) == 1
+    writer.down.clear()
+    recorder.tick()                          # up, but points still wait
+    assert len(writer.lines[b]) == 1
+    waiting.clear()
+    recorder.tick()
+    assert _states(writer.lines[b]) == ['open', 'clear']
+    assert 'hi=5000000000i' in writer.lines[b][-1]
+
+
+def test_a_range_with_dropped_points_stays_stale_until_repaired():
+    from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
+    a, b = SERVERS['a'], SERVERS['b']
+    writer = MarkerWriter()
+    recorder = StaleRecorder([a, b], writer)
+    recorder.missed(a, ['m v=1 2000'])
+    recorder.missed(a, ['m v=1 2000'], lost=True)
+    recorder.tick()
+    assert _states(writer.lines[b]) == ['open', 'lost', 'lost']
+
+
+def test_a_marker_a_down_server_missed_is_written_once_it_answers():
+    from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
+    a, b, c = SERVERS['a'], SERVERS['b'], SERVERS['c']
+    writer = MarkerWriter()
+    recorder = StaleRecorder([a, b, c], writer)
+    writer.down.update({a, c})
+    recorder.missed(a, ['m v=1 2000'])
+    assert c not in writer.lines
+    writer.down.discard(c)
+    recorder.flush()
+    assert _states(writer.lines[c]) == ['open']
