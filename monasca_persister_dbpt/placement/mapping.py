@@ -10,6 +10,7 @@ hold one idea: :mod:`.tenants` (ids and database names), :mod:`.retention`
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Mapping, Optional, Sequence
 
 from oslo_config import cfg
@@ -26,12 +27,14 @@ from monasca_persister_dbpt.placement.servers import parse_server
 from monasca_persister_dbpt.placement.tenants import TenantIds
 
 _LOCAL = Server('127.0.0.1')
+_SLOTS = {'slots': True} if sys.version_info >= (3, 10) else {}
 #: Placements cached per process (the cache is emptied when full; a miss
 #: costs a validation and a string concatenation).
 PLACEMENT_CACHE_MAX = 20000
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Slots where Python has them (3.10): 100k cached placements stay small.
+@dataclasses.dataclass(frozen=True, **_SLOTS)
 class Placement:
     tenant_id: str
     server: Server
