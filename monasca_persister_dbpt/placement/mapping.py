@@ -44,19 +44,25 @@ class Placement:
     #: Every server holding the database, ``server`` first; empty: only
     #: ``server``.
     replicas: tuple = ()
-    #: This placement once per replica (set by PlacementMap.place).
-    copies: tuple = dataclasses.field(default=(), compare=False, repr=False)
+    #: This placement once per replica, when it has several (set by
+    #: PlacementMap.place).
+    others: tuple = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def servers(self) -> tuple:
         return self.replicas or (self.server,)
+
+    @property
+    def copies(self) -> tuple:
+        """This placement once per replica, this one first."""
+        return (self,) + self.others
 
     def on(self, server: Server) -> 'Placement':
         """The same database on *server* (one of its replicas)."""
         for copy in self.copies:
             if copy.server == server:
                 return copy
-        return dataclasses.replace(self, server=server, copies=())
+        return dataclasses.replace(self, server=server, others=())
 
 
 class PlacementMap:
@@ -233,9 +239,10 @@ class PlacementMap:
                                   self.retention_for(tenant_id),
                                   self.tiers_for(tenant_id),
                                   servers if len(servers) > 1 else ())
-            object.__setattr__(placement, 'copies', (placement,) + tuple(
-                dataclasses.replace(placement, server=s, copies=())
-                for s in servers[1:]))
+            if len(servers) > 1:
+                object.__setattr__(placement, 'others', tuple(
+                    dataclasses.replace(placement, server=s, others=())
+                    for s in servers[1:]))
             if len(self._cache) >= PLACEMENT_CACHE_MAX:
                 self._cache.clear()
             self._cache[tenant_id] = placement
