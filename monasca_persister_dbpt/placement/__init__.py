@@ -7,7 +7,10 @@ tool and the monasca-api read driver alike; nothing else decides. Its parts:
 - :mod:`.tenants`: tenant ids (validated, never rewritten) and the database
   template, proven one-to-one;
 - :mod:`.retention`: default policies, overrides, tiers, shard durations;
-- :mod:`.servers`: servers and rendezvous hashing;
+- :mod:`.servers`: servers, rendezvous hashing and replicas;
+- :mod:`.moves` and :mod:`.stale`: what readers follow across servers
+  (tenants being moved, replicas that lack a time range), over
+  :mod:`.server_views`;
 - :mod:`.overrides`: the tenant overrides file (servers and per-tenant
   settings such as limits) and its reload;
 - :mod:`.errors`: what each of them refuses.

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
 from typing import Callable, Iterable, Mapping, Optional
 
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.placement.server_views import ServerView
 from monasca_persister_dbpt.placement.servers import Server
 from monasca_persister_dbpt.placement.tenants import MOVES_DATABASE
 
@@ -82,7 +81,7 @@ class Part:
     upper: Optional[int] = None     # ns, exclusive; None: to the end
 
 
-class MoveTable:
+class MoveTable(ServerView):
     """A reader's view of the moves, refreshed every :data:`REFRESH_EVERY`.
 
     *look(server)* returns ``(databases, markers)`` of one server; a
@@ -90,46 +89,30 @@ class MoveTable:
     bounded by the databases on the servers.
     """
 
+    what = 'moves'
+
     def __init__(self, servers: Iterable[Server],
                  look: Callable[[Server], tuple[set, list]],
                  tenant_of: Callable[[str], Optional[str]],
                  every: float = REFRESH_EVERY) -> None:
-        self.servers = sorted(set(servers), key=lambda s: s.url)
-        self._look = look
+        super().__init__(servers, look, every)
         self._tenant_of = tenant_of
-        self._every = every
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self._answers: dict[Server, tuple[set, list]] = {}
         #: tenant -> {server holding a copy}
         self._copies: dict[str, set] = {}
         #: (tenant, source url) -> Move, from every server's markers
         self._markers: dict[tuple, Move] = {}
 
-    def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now < self._next:
-            return
-        with self._lock:
-            if not force and now < self._next:
-                return
-            self._next = now + self._every
-            for server in self.servers:
-                try:
-                    self._answers[server] = self._look(server)
-                except Exception as exc:  # noqa: BLE001 - kept last answer
-                    LOG.warning('moves: cannot ask InfluxDB at %s (%s); '
-                                'using what it said last', server.url, exc)
-            copies: dict[str, set] = {}
-            markers: dict[tuple, Move] = {}
-            for server, (databases, found) in self._answers.items():
-                for database in databases:
-                    tenant = self._tenant_of(database)
-                    if tenant is not None:
-                        copies.setdefault(tenant, set()).add(server)
-                for move in found:
-                    markers[(move.tenant_id, move.source, server.url)] = move
-            self._copies, self._markers = copies, markers
+    def rebuild(self, answers: dict) -> None:
+        copies: dict[str, set] = {}
+        markers: dict[tuple, Move] = {}
+        for server, (databases, found) in answers.items():
+            for database in databases:
+                tenant = self._tenant_of(database)
+                if tenant is not None:
+                    copies.setdefault(tenant, set()).add(server)
+            for move in found:
+                markers[(move.tenant_id, move.source, server.url)] = move
+        self._copies, self._markers = copies, markers
 
     def holders(self, tenant_id: str) -> set:
         """The servers holding a database of *tenant_id*, as last seen."""

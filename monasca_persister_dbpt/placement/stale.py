@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from typing import Callable, Iterable, Mapping, Optional
 
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.placement.server_views import ServerView
 from monasca_persister_dbpt.placement.servers import Server
 from monasca_persister_dbpt.placement.tenants import STALE_DATABASE
 
@@ -116,42 +116,26 @@ def latest(markers: Iterable[StaleRange]) -> dict[tuple, StaleRange]:
     return out
 
 
-class StaleTable:
+class StaleTable(ServerView):
     """A reader's view of every server's markers, refreshed every
     :data:`REFRESH_EVERY` seconds; a server that cannot be asked keeps its
     last answer (the markers it holds are about the others)."""
 
+    what = 'stale ranges'
+
     def __init__(self, servers: Iterable[Server],
                  look: Callable[[Server], list],
                  every: float = REFRESH_EVERY) -> None:
-        self.servers = sorted(set(servers), key=lambda s: s.url)
-        self._look = look
-        self._every = every
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self._answers: dict[Server, list] = {}
+        super().__init__(servers, look, every)
         self._stale: dict[str, list] = {}
 
-    def refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now < self._next:
-            return
-        with self._lock:
-            if not force and now < self._next:
-                return
-            self._next = now + self._every
-            for server in self.servers:
-                try:
-                    self._answers[server] = self._look(server)
-                except Exception as exc:  # noqa: BLE001 - kept last answer
-                    LOG.debug('stale ranges: cannot ask %s (%s)', server.url,
-                              exc)
-            stale: dict[str, list] = {}
-            for marker in latest(m for found in self._answers.values()
-                                 for m in found).values():
-                if marker.stale:
-                    stale.setdefault(marker.server, []).append(marker)
-            self._stale = stale
+    def rebuild(self, answers: dict) -> None:
+        stale: dict[str, list] = {}
+        for marker in latest(m for found in answers.values()
+                             for m in found).values():
+            if marker.stale:
+                stale.setdefault(marker.server, []).append(marker)
+        self._stale = stale
 
     def by_server(self) -> dict[str, list]:
         """Replica URL -> its stale ranges (not clear)."""

@@ -32,12 +32,7 @@ START_S = int(time.time()) // 3600 * 3600 - 2 * 3600
 
 
 def _wait(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError('timed out waiting for %s' % what)
+    servers.wait_for(check, timeout, what)
 
 
 class Cluster:

@@ -201,14 +201,20 @@ def test_every_point_reaches_every_replica_before_its_record_is_done():
             sorted('m v=%d %d' % (n, n) for n in range(5))
 
 
-def test_a_down_replica_holds_its_records_and_records_a_stale_range():
+def _second_down(stale_after):
+    """Buffers over replicas of which acme's second is down, a recorder,
+    that server, and the ticket of one point of acme's."""
     writer = Writer()
     placements = _map()
     recorder = StaleStub()
     down = placements.place('acme').servers[1]
     writer.down.add(down)
-    buffers = _buffers(writer, placements, recorder, stale_after=3600)
-    ticket = buffers.add('acme', 'm v=1 7')
+    buffers = _buffers(writer, placements, recorder, stale_after=stale_after)
+    return writer, buffers, recorder, down, buffers.add('acme', 'm v=1 7')
+
+
+def test_a_down_replica_holds_its_records_and_records_a_stale_range():
+    writer, buffers, recorder, down, ticket = _second_down(3600)
     buffers.flush(everything=True)
     assert _wait(lambda: recorder.calls)
     assert recorder.calls[0][:2] == (down, 1)
@@ -218,13 +224,7 @@ def test_a_down_replica_holds_its_records_and_records_a_stale_range():
 
 
 def test_a_replica_held_past_the_bound_is_given_up_and_its_record_done():
-    writer = Writer()
-    placements = _map()
-    recorder = StaleStub()
-    down = placements.place('acme').servers[1]
-    writer.down.add(down)
-    buffers = _buffers(writer, placements, recorder, stale_after=0.2)
-    ticket = buffers.add('acme', 'm v=1 7')
+    _, buffers, recorder, down, ticket = _second_down(0.2)
     buffers.flush(everything=False)
     assert _wait(lambda: ticket.done)
     assert (down, 1, True) in recorder.calls
