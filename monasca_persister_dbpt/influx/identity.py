@@ -37,6 +37,10 @@ DATABASE = SERVER_ID_DATABASE
 MEASUREMENT = 'server'
 SELECT_IDS = 'SELECT "id" FROM %s..%s' % (quote_ident(DATABASE),
                                           quote_ident(MEASUREMENT))
+#: Seconds the other servers' ids must be older than a server's new one for
+#: it to count as new to them (processes starting together give a cluster
+#: its ids a few seconds apart).
+NEW_AFTER = 600
 
 
 class SameServer(InvalidOption):
@@ -63,10 +67,25 @@ def describe(name: str, server: Server) -> str:
 
 
 def _ids(result: Mapping) -> list:
+    return [server_id for _, server_id in _dated_ids(result)]
+
+
+def _dated_ids(result: Mapping) -> list:
     rows = [v for s in result.get('series') or () for v in s.get('values')
             or ()]
-    return [row[1] for row in sorted(rows, key=lambda r: (r[0], r[1]))
+    return [(row[0], row[1]) for row in sorted(rows, key=lambda r: (r[0],
+                                                                  r[1]))
             if row[1]]
+
+
+def oldest_id_time(writer, server: Server, retry_for: float) -> Optional[int]:
+    """When *server* was given its first id (ns), or None."""
+    result = writer.retrying(
+        server, 'reading its server id',
+        lambda: writer.query(server, SELECT_IDS), retry_for=retry_for,
+        fail_fast=False)[0]
+    dated = _dated_ids(result) if 'error' not in result else []
+    return int(dated[0][0]) if dated else None
 
 
 def read_ids(writer, server: Server, retry_for: float) -> list:
@@ -160,8 +179,18 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
             except Exception as exc:  # noqa: BLE001 - reported per server
                 failed[name] = str(exc)[:300]
     found.unreachable = failed
-    if len(created) < len(names) - len(failed):
-        found.new = created
+    if created and len(created) < len(names) - len(failed):
+        # New to the others only if theirs are much older.
+        before = time.time_ns() - NEW_AFTER * 10 ** 9
+        others = [n for n in names if n not in created and n not in failed]
+        try:
+            established = any(
+                (oldest_id_time(writer, servers[n], retry_for) or
+                 time.time_ns()) < before for n in others)
+        except Exception:  # noqa: BLE001 - not known: not claimed
+            established = False
+        if established:
+            found.new = created
     seen: dict = {}
     for name in names:
         for server_id in found.ids.get(name, ()):
