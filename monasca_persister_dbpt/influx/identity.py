@@ -37,10 +37,12 @@ DATABASE = SERVER_ID_DATABASE
 MEASUREMENT = 'server'
 SELECT_IDS = 'SELECT "id" FROM %s..%s' % (quote_ident(DATABASE),
                                           quote_ident(MEASUREMENT))
-#: Seconds the other servers' ids must be older than a server's new one for
-#: it to count as new to them (processes starting together give a cluster
-#: its ids a few seconds apart).
-NEW_AFTER = 600
+#: Where each server keeps the id of every other server it was configured
+#: with: a server with no id of its own that another one has met before
+#: came back without its data.
+PEERS = 'peer'
+SELECT_PEERS = 'SELECT "id" FROM %s..%s GROUP BY "url"' % (
+    quote_ident(DATABASE), quote_ident(PEERS))
 
 
 class SameServer(InvalidOption):
@@ -55,8 +57,8 @@ class Identities:
     ids: dict = dataclasses.field(default_factory=dict)
     #: name -> why it could not be asked.
     unreachable: dict = dataclasses.field(default_factory=dict)
-    #: Names given their first id now while another name had one already:
-    #: a server new to the others, or one that came back without its data.
+    #: Names given their first id now although another server had met
+    #: them before: servers that came back without their data.
     new: list = dataclasses.field(default_factory=list)
 
 
@@ -78,14 +80,42 @@ def _dated_ids(result: Mapping) -> list:
             if row[1]]
 
 
-def oldest_id_time(writer, server: Server, retry_for: float) -> Optional[int]:
-    """When *server* was given its first id (ns), or None."""
+def peers_of(writer, server: Server, retry_for: float) -> set:
+    """The URLs of the servers *server* has met (see :data:`PEERS`)."""
     result = writer.retrying(
-        server, 'reading its server id',
-        lambda: writer.query(server, SELECT_IDS), retry_for=retry_for,
+        server, 'reading the servers it met',
+        lambda: writer.query(server, SELECT_PEERS), retry_for=retry_for,
         fail_fast=False)[0]
-    dated = _dated_ids(result) if 'error' not in result else []
-    return int(dated[0][0]) if dated else None
+    return {(series.get('tags') or {}).get('url') for series in
+            result.get('series') or ()} - {None}
+
+
+def record_peers(writer, servers: Mapping[str, Server], ids: Mapping,
+                 retry_for: float) -> None:
+    """Tell each server the ids of the others (rewritten, not added to)."""
+    for name, server in servers.items():
+        lines = ['%s,url=%s id="%s" 0' % (
+            PEERS, other.url.replace(',', '\\,').replace(' ', '\\ '),
+            ids[other_name][0]) for other_name, other in servers.items()
+            if other_name != name and ids.get(other_name)]
+        if not lines or not ids.get(name):
+            continue
+        try:
+            writer.retrying(server, 'recording the servers it met',
+                            lambda server=server, lines=lines:
+                            _post_ids(writer, server, lines),
+                            retry_for=retry_for, fail_fast=False)
+        except Exception as exc:  # noqa: BLE001 - recorded next start
+            LOG.debug('cannot record peers on %s: %s', server.url, exc)
+
+
+def _post_ids(writer, server: Server, lines) -> None:
+    response = writer.session(server).post(
+        server.url + '/write', params={'db': DATABASE, 'precision': 'ns'},
+        data='\n'.join(lines).encode('utf-8'), timeout=30)
+    if response.status_code >= 500:
+        raise requests.ConnectionError('HTTP %d %s' % (
+            response.status_code, response.text[:200]))
 
 
 def read_ids(writer, server: Server, retry_for: float) -> list:
@@ -179,18 +209,18 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
             except Exception as exc:  # noqa: BLE001 - reported per server
                 failed[name] = str(exc)[:300]
     found.unreachable = failed
-    if created and len(created) < len(names) - len(failed):
-        # New to the others only if theirs are much older.
-        before = time.time_ns() - NEW_AFTER * 10 ** 9
+    if created and create:
+        # Given an id now, but met before by another server: back empty.
         others = [n for n in names if n not in created and n not in failed]
-        try:
-            established = any(
-                (oldest_id_time(writer, servers[n], retry_for) or
-                 time.time_ns()) < before for n in others)
-        except Exception:  # noqa: BLE001 - not known: not claimed
-            established = False
-        if established:
-            found.new = created
+        met: set = set()
+        for name in others:
+            try:
+                met |= peers_of(writer, servers[name], retry_for)
+            except Exception:  # noqa: BLE001 - not known: not claimed
+                continue
+        found.new = [n for n in created if servers[n].url in met]
+    if create:
+        record_peers(writer, servers, found.ids, retry_for)
     seen: dict = {}
     for name in names:
         for server_id in found.ids.get(name, ()):

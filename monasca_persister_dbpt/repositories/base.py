@@ -203,9 +203,9 @@ class TenantRepository(Repository):
                 for server in getattr(self, '_new_servers', ()):
                     # Its replicas lack what the others hold, until
                     # --repair (or --rebalance) copies it there.
-                    recorder.reborn(server, 'had no server id while the '
-                                    'others did (a server new to them, or '
-                                    'one back without its data)')
+                    recorder.reborn(server, 'had no server id although the '
+                                    'others had met it (it came back '
+                                    'without its data)')
                 recorder.flush()
         if self.placements.server_map.replicas > 1:
             words.append('%d replicas per tenant, a down one given up for '
