@@ -94,12 +94,8 @@ class StaleRecorder:
                                       every=EXPOSE_EVERY)
 
     def _look(self, server: Server) -> list:
-        result = self._writer.query(server, stale.SELECT_MARKERS)[0]
-        if 'error' in result:
-            if 'not found' in result['error']:
-                return []
-            raise RuntimeError(result['error'])
-        return stale.parse_markers(result)
+        return stale.markers_in(
+            self._writer.query(server, stale.SELECT_MARKERS)[0])
 
     def gauges(self, stats) -> None:
         """Per replica server: stale ranges and the age of the oldest."""

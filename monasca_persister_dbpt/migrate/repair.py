@@ -74,12 +74,8 @@ class Repair:
         self.moves.checkpoint.identity['repair'] = True
 
     def _markers(self, server: Server) -> list:
-        result = self.writer.run(server, stale.SELECT_MARKERS)[0]
-        if 'error' in result:
-            if 'not found' in result['error']:
-                return []
-            raise WriteFailed('%s: %s' % (server.url, result['error']))
-        return stale.parse_markers(result)
+        return stale.markers_in(
+            self.writer.run(server, stale.SELECT_MARKERS)[0])
 
     def find(self, now_ns: int):
         """(jobs, range of each job, stale markers, what cannot be done)."""
@@ -92,7 +88,7 @@ class Repair:
             try:
                 databases[server] = set(self.moves.databases(server))
                 found.extend(self._markers(server))
-            except WriteFailed as exc:
+            except (WriteFailed, RuntimeError) as exc:
                 problems.append((server.url, 'cannot ask %s: %s' % (
                     server.url, str(exc)[:200])))
         markers = {k: m for k, m in stale.latest(found).items() if m.stale}

@@ -106,6 +106,16 @@ def parse_markers(result: Mapping) -> list[StaleRange]:
     return out
 
 
+def markers_in(result: Mapping) -> list[StaleRange]:
+    """The markers of one :data:`SELECT_MARKERS` result; none on a server
+    that never held one; RuntimeError for any other error."""
+    if 'error' in result:
+        if 'not found' in result['error']:
+            return []
+        raise RuntimeError('reading stale ranges: %s' % result['error'])
+    return parse_markers(result)
+
+
 def latest(markers: Iterable[StaleRange]) -> dict[tuple, StaleRange]:
     """Key -> the most recently written copy of each marker."""
     out: dict[tuple, StaleRange] = {}
