@@ -240,7 +240,13 @@ def test_when_every_replica_is_down_nothing_is_given_up_or_committed():
     ticket = buffers.add('acme', 'm v=1 7')
     buffers.flush(everything=False)
     assert _wait(lambda: len(recorder.calls) >= 2)
-    time.sleep(0.5)  # several timer ticks past the bound
+    # Both held past the bound, and retried again since (each failed
+    # retry is recorded): the timer has seen them give-up-able and kept
+    # them.
+    past = time.monotonic() + 0.1
+    assert _wait(lambda: time.monotonic() > past)
+    seen = len(recorder.calls)
+    assert _wait(lambda: len(recorder.calls) >= seen + 4)
     assert not ticket.done
     assert not any(lost for _, _, lost in recorder.calls)
     writer.down.clear()
