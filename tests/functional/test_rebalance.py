@@ -205,6 +205,8 @@ def test_rebalance_dry_run_lists_the_moves_and_changes_nothing(
     (['--drop-source'], '--drop-source needs --rebalance'),
     (['--rebalance', '--no-verify'], '--rebalance always verifies'),
     (['--rebalance', '--settle-seconds', '-1'], '--settle-seconds -1'),
+    (['--repair', '--rebalance'], '--repair copies, verifies and clears'),
+    (['--repair', '--verify-only'], '--repair copies, verifies and clears'),
 ])
 def test_rebalance_refuses_bad_flags_naming_them(persister_conf, argv,
                                                  message, capsys):
