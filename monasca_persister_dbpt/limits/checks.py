@@ -51,6 +51,12 @@ class TenantLimits:
         return self.table(tenant_id)
 
     @staticmethod
+    def check_blocked(limits: Limits, tenant_id: str) -> None:
+        if limits.blocked:
+            raise LimitExceeded('blocked', 'tenant %s is blocked in the '
+                                'tenant overrides file' % tenant_id)
+
+    @staticmethod
     def check_shape(limits: Limits, name: str, dimensions: dict) -> None:
         """A series' name and dimensions (before the tenant's own tags)."""
         most = limits.max_name_length

@@ -12,6 +12,7 @@ format is prometheus_client's own.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import re
@@ -193,3 +194,44 @@ class PrometheusExporter:
             return
         LOG.info('dbpt Prometheus counters of every worker at '
                  'http://%s:%d/metrics (pid %d)', host, port, os.getpid())
+
+
+def read_refusals(source: str) -> dict:
+    """tenant -> {reason: points} from what the persister exposes: an
+    ``http(s)://`` scrape address, a textfile directory, one ``.prom``
+    file, or the JSON ``[dbpt] stats_file``; every worker summed."""
+    counts: dict = {}
+
+    def add(tenant, reason, value) -> None:
+        reasons = counts.setdefault(tenant, {})
+        reasons[reason] = reasons.get(reason, 0) + int(value)
+    if source.startswith(('http://', 'https://')):
+        import requests
+        response = requests.get(source, timeout=30)
+        response.raise_for_status()
+        texts = [response.text]
+    elif os.path.isdir(source):
+        texts = []
+        for path in sorted(glob.glob(os.path.join(source, '*.prom'))):
+            with open(path, encoding='utf-8') as handle:
+                texts.append(handle.read())
+    else:
+        with open(source, encoding='utf-8') as handle:
+            text = handle.read()
+        if text.lstrip().startswith('{'):
+            for tenant, events in json.loads(text).get('tenants', {}).items():
+                for event, value in events.items():
+                    if event.startswith('refused_'):
+                        add(tenant, event[len('refused_'):], value)
+            return counts
+        texts = [text]
+    refused = PREFIX + _WITH_REASON['refused_'][0]
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name != refused:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith('_total'):
+                    add(sample.labels.get('tenant'),
+                        sample.labels.get('reason'), sample.value)
+    return counts

@@ -23,6 +23,8 @@ REASONS: Mapping[str, str] = {
     'value_meta_size': 'value_meta larger than max_value_meta_bytes',
     'future': 'a timestamp more than max_future_seconds ahead',
     'too_old': 'a timestamp older than the tenant\'s retention policy',
+    'blocked': 'the tenant is blocked in the overrides file (a deleted '
+               'project whose data was dropped)',
 }
 
 #: Tenants whose resolved limits are cached (emptied when full).
@@ -48,6 +50,8 @@ class Limits:
     max_dimension_length: int = 255
     max_value_meta_bytes: int = 2048
     max_future_seconds: int = 0
+    #: Per tenant only (the overrides file): refuse every point.
+    blocked: bool = False
     #: The token bucket's size: ten seconds of rate unless set.
     burst: float = dataclasses.field(init=False, compare=False, repr=False)
 
@@ -62,6 +66,8 @@ class Limits:
 
 
 NAMES = tuple(f.name for f in dataclasses.fields(Limits) if f.init)
+#: The limits with a ``[dbpt]`` default (``blocked`` is per tenant only).
+DEFAULTED = tuple(name for name in NAMES if name != 'blocked')
 
 
 class LimitsTable:
@@ -76,7 +82,8 @@ class LimitsTable:
 
     @classmethod
     def from_group(cls, group, overrides: TenantOverrides) -> 'LimitsTable':
-        return cls(Limits(**{name: getattr(group, name) for name in NAMES}),
+        return cls(Limits(**{name: getattr(group, name)
+                            for name in DEFAULTED}),
                    overrides)
 
     def __call__(self, tenant_id: str) -> Limits:

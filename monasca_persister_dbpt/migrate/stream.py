@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Iterator, Optional
 
 from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.influx.influxql import quote_ident, quote_literal
@@ -36,6 +37,75 @@ def _field(value, kind: str) -> str:
     return _string(value)
 
 
+def stream_lines(writer: InfluxWriter, server: Server, statement: str,
+                 measurement: str, types: dict,
+                 batch: int = LINES_PER_WRITE,
+                 counts: Optional[dict] = None) -> Iterator[list]:
+    """Run a ``SELECT * ... GROUP BY *`` of *measurement* on *server* and
+    yield its points as line protocol (ns), about *batch* lines at a time:
+    the answer is streamed (chunked JSON), so memory stays bounded. With
+    *counts*, the values of each field are counted into it."""
+    response = writer.session(server).post(
+        server.url + '/query', stream=True, timeout=600,
+        data={'q': statement, 'epoch': 'ns', 'chunked': 'true',
+              'chunk_size': batch})
+    response.raise_for_status()
+    escaped = lp.escape_measurement(measurement)
+    lines: list = []
+    for raw in response.iter_lines():
+        if not raw:
+            continue
+        for result in json.loads(raw).get('results', []):
+            if 'error' in result:
+                raise RuntimeError('%s: %s' % (statement[:200],
+                                               result['error']))
+            for series in result.get('series', []):
+                lines.extend(series_lines(escaped, series, types, counts))
+        if len(lines) >= batch:
+            yield lines
+            lines = []
+    if lines:
+        yield lines
+
+
+def series_lines(measurement: str, series: dict, types: dict,
+                 counts: Optional[dict] = None) -> list:
+    """One series of a JSON answer as line protocol; *types* (field ->
+    InfluxDB type) keeps integers, strings and booleans exact."""
+    tags = ''.join(',%s=%s' % (lp.escape_name(k, 'tag key'),
+                               lp.escape_name(v, 'tag value'))
+                   for k, v in sorted((series.get('tags') or {}).items())
+                   if v)
+    columns = series['columns']
+    out = []
+    for values in series.get('values') or []:
+        fields = ','.join(
+            '%s=%s' % (lp.escape_name(name, 'field key'),
+                       _field(value, types.get(name, 'float')))
+            for name, value in zip(columns[1:], values[1:])
+            if value is not None)
+        if fields:
+            out.append('%s%s %s %d' % (measurement, tags, fields, values[0]))
+    if counts is not None:
+        for index, name in enumerate(columns[1:], 1):
+            present = sum(1 for values in series.get('values') or []
+                          if values[index] is not None)
+            if present:
+                counts[name] = counts.get(name, 0) + present
+    return out
+
+
+def field_types(writer: InfluxWriter, server: Server, database: str,
+                rp: str, measurement: str) -> dict:
+    """field -> InfluxDB type in one policy (JSON cannot tell an integer
+    from a float; SHOW FIELD KEYS without a policy answers for the
+    default one only)."""
+    result = writer.run(server, 'SHOW FIELD KEYS ON %s FROM %s.%s' % (
+        quote_ident(database), quote_ident(rp), quote_ident(measurement)))[0]
+    return {v[0]: v[1] for s in result.get('series', [])
+            for v in s.get('values') or []}
+
+
 class Streamer:
     def __init__(self, writer: InfluxWriter, source_server: Server,
                  source: str) -> None:
@@ -46,18 +116,12 @@ class Streamer:
 
     def _field_types(self, rp: str, measurement: str) -> dict:
         # Per policy: a tier keeps count as an integer where the raw
-        # policy has no such field, and SHOW FIELD KEYS without a policy
-        # answers for the default one only.
+        # policy has no such field.
         types = self._types.get((rp, measurement))
         if types is None:
-            result = self.writer.run(self.source_server,
-                                     'SHOW FIELD KEYS ON %s FROM %s.%s' % (
-                                         quote_ident(self.source),
-                                         quote_ident(rp),
-                                         quote_ident(measurement)))[0]
-            types = {v[0]: v[1] for s in result.get('series', [])
-                     for v in s.get('values') or []}
-            self._types[(rp, measurement)] = types
+            types = self._types[(rp, measurement)] = field_types(
+                self.writer, self.source_server, self.source, rp,
+                measurement)
         return types
 
     def copy(self, chunk) -> int:
@@ -71,28 +135,9 @@ class Streamer:
                          quote_ident(chunk.tenant_tag),
                          quote_literal(chunk.tenant_id), chunk.start,
                          chunk.end))
-        session = self.writer.session(self.source_server)
-        response = session.post(
-            self.source_server.url + '/query', stream=True, timeout=600,
-            data={'q': statement, 'epoch': 'ns', 'chunked': 'true',
-                  'chunk_size': LINES_PER_WRITE})
-        response.raise_for_status()
-        measurement = lp.escape_measurement(chunk.measurement)
-        lines, written = [], 0
-        for raw in response.iter_lines():
-            if not raw:
-                continue
-            for result in json.loads(raw).get('results', []):
-                if 'error' in result:
-                    raise RuntimeError('%s: %s' % (statement[:200],
-                                                   result['error']))
-                for series in result.get('series', []):
-                    lines.extend(self._lines(measurement, series, types))
-            if len(lines) >= LINES_PER_WRITE:
-                self._write(chunk, lines)
-                written += len(lines)
-                lines = []
-        if lines:
+        written = 0
+        for lines in stream_lines(self.writer, self.source_server, statement,
+                                  chunk.measurement, types):
             self._write(chunk, lines)
             written += len(lines)
         return written
@@ -103,22 +148,3 @@ class Streamer:
         self.writer.write(chunk.placement, lines, precision='ns',
                           retry_for=self.writer.retry_timeout,
                           policy=chunk.target_rp)
-
-    @staticmethod
-    def _lines(measurement: str, series: dict, types: dict) -> list:
-        tags = ''.join(',%s=%s' % (lp.escape_name(k, 'tag key'),
-                                   lp.escape_name(v, 'tag value'))
-                       for k, v in sorted((series.get('tags') or {}).items())
-                       if v)
-        columns = series['columns']
-        out = []
-        for values in series.get('values') or []:
-            fields = ','.join(
-                '%s=%s' % (lp.escape_name(name, 'field key'),
-                           _field(value, types.get(name, 'float')))
-                for name, value in zip(columns[1:], values[1:])
-                if value is not None)
-            if fields:
-                out.append('%s%s %s %d' % (measurement, tags, fields,
-                                           values[0]))
-        return out

@@ -9,6 +9,7 @@ tenant id, optionally its server, then ``key=value`` settings::
     noisy                    ingestion_rate=500 max_series=20000
     big            influx3   max_series=0
     twice          influx2,influx3
+    gone                     blocked=true
 
 A bare word after the tenant is its server (so a tenant servers file of
 earlier releases is a valid overrides file), or several, comma separated:
@@ -20,9 +21,11 @@ line at fault, while a bad file at start-up is an error naming it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Callable, Collection, Mapping, Optional
 
@@ -39,6 +42,15 @@ def _count(text: str) -> int:
     if value < 0:
         raise ValueError('must be 0 (no limit) or more')
     return value
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ('true', 'yes', '1', 'on'):
+        return True
+    if value in ('false', 'no', '0', 'off'):
+        return False
+    raise ValueError('must be true or false')
 
 
 def _rate(text: str) -> float:
@@ -60,6 +72,9 @@ SETTINGS: Mapping[str, Callable[[str], object]] = {
     'max_dimension_length': _count,
     'max_value_meta_bytes': _count,
     'max_future_seconds': _count,
+    # Every new point of the tenant refused (a deleted project: see
+    # ``monasca-persister-dbpt-tenants drop``).
+    'blocked': _flag,
 }
 
 
@@ -129,6 +144,12 @@ class TenantOverrides:
         for listener in self.listeners:
             listener()
 
+    def _parse_text(self, text: str, path: str) -> tuple[dict, dict]:
+        """Parse *text* as the file at *path* would be (raises
+        InvalidOption naming the line at fault)."""
+        self.path = path
+        return self._parse(text.splitlines())
+
     def _parse(self, lines) -> tuple[dict, dict]:
         servers: dict[str, tuple] = {}
         settings: dict[str, dict] = {}
@@ -173,3 +194,54 @@ class TenantOverrides:
             if values:
                 settings[tenant] = values
         return servers, settings
+
+
+def set_setting(path: str, tenant_id: str, key: str, value: str,
+                servers: Collection[str] = ('default',)) -> bool:
+    """Set ``key=value`` on *tenant_id*'s line of the overrides file at
+    *path* (a new line if it has none); False if it was so already.
+
+    The file is replaced in one rename, and only once the new text parses,
+    so a running persister reads either the old file or the new one.
+    """
+    if key not in SETTINGS:
+        raise InvalidOption('%r is not a setting of the tenant overrides '
+                            'file (%s)' % (key, ', '.join(sorted(SETTINGS))))
+    SETTINGS[key](value)
+    try:
+        with open(path, encoding='utf-8') as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    word, found, changed = '%s=%s' % (key, value), False, True
+    for number, line in enumerate(lines):
+        body, hash_, comment = line.partition('#')
+        words = body.split()
+        if not words or words[0] != tenant_id:
+            continue
+        found = True
+        kept = [w for w in words[1:] if w.partition('=')[0] != key]
+        changed = word not in words
+        lines[number] = ' '.join([words[0]] + kept + [word]) + \
+            (' ' + hash_ + comment if hash_ else '')
+    if not found:
+        lines.append('%s %s' % (tenant_id, word))
+    if not changed:
+        return False
+    text = '\n'.join(lines) + '\n'
+    TenantOverrides(None, servers)._parse_text(text, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix='.overrides-')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.path.exists(path):
+            os.chmod(temporary, os.stat(path).st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from monasca_persister_dbpt.influx import line_protocol as lp
+from monasca_persister_dbpt.limits import LimitsTable, TenantLimits
 from monasca_persister_dbpt.repositories.base import ExactJsonNeeded
 from monasca_persister_dbpt.repositories.base import RecordRejected
 from monasca_persister_dbpt.repositories.base import inexact
@@ -32,6 +33,13 @@ def _text(value, name: str) -> str:
 class AlarmStateHistoryRepository(TenantRepository):
     kind = 'alarm transition'
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Of the limits only ``blocked`` applies to alarm history: a
+        # dropped tenant's late transitions must not recreate its database.
+        self._limits_of = LimitsTable.from_group(
+            self.conf.dbpt, self.placements.tenant_overrides)
+
     @staticmethod
     def tenant_in(record):
         return record['alarm-transitioned']['tenantId']
@@ -42,6 +50,7 @@ class AlarmStateHistoryRepository(TenantRepository):
             raise ExactJsonNeeded()
         tenant_id = alarm['tenantId']
         self.placements.place(tenant_id)
+        TenantLimits.check_blocked(self._limits_of(tenant_id), tenant_id)
         sub_alarms = alarm['subAlarms']
         if sub_alarms:
             sub_json = json.dumps(sub_alarms, ensure_ascii=False)

@@ -74,6 +74,8 @@ class MetricsRepository(TenantRepository):
             new = False
         key, placement, aged = known
         limits = limits_of(tenant_id)
+        if limits.blocked:
+            self.limits.check_blocked(limits, tenant_id)
 
         value = metric['value']
         # repr(float) is the host's str(float(v)); v - v is 0 only if finite.
