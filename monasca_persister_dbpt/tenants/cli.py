@@ -30,7 +30,6 @@ from oslo_config import cfg
 
 from monasca_persister_dbpt import conf as dbpt_conf
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
-from monasca_persister_dbpt.limits import LimitsTable
 from monasca_persister_dbpt.limits.exposition import read_refusals
 from monasca_persister_dbpt.migrate.plan import MAX_NS, MIN_NS
 from monasca_persister_dbpt.placement import InvalidTenantId, PlacementMap
