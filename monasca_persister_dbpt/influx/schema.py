@@ -95,17 +95,22 @@ class Schema:
         return len(self._known) + len(self._refused)
 
     def known(self, placement: Placement) -> bool:
+        """Whether the database exists with the placement's policies (a
+        retention or tiers changed at run time make it unknown again, so
+        the next write reconciles them)."""
         key = (placement.server.url, placement.database)
-        if key in self._known:
-            try:
-                self._known.move_to_end(key)
-            except KeyError:  # forgotten by another thread meanwhile
-                return False
-            return True
-        return False
+        policies = self._known.get(key)
+        if policies is None:
+            return False
+        try:
+            self._known.move_to_end(key)
+        except KeyError:  # forgotten by another thread meanwhile
+            return False
+        return policies == (placement.retention, placement.tiers)
 
     def _remember(self, placement: Placement) -> None:
-        self._known[(placement.server.url, placement.database)] = True
+        self._known[(placement.server.url, placement.database)] = (
+            placement.retention, placement.tiers)
         while len(self._known) > self._known_max:
             self._known.popitem(last=False)
 

@@ -228,10 +228,8 @@ def read_refusals(source: str) -> dict:
     refused = PREFIX + _WITH_REASON['refused_'][0]
     for text in texts:
         for family in text_string_to_metric_families(text):
-            if family.name != refused:
-                continue
             for sample in family.samples:
-                if sample.name.endswith('_total'):
+                if sample.name == refused + '_total':
                     add(sample.labels.get('tenant'),
                         sample.labels.get('reason'), sample.value)
     return counts

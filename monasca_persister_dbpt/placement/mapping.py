@@ -21,6 +21,7 @@ from monasca_persister_dbpt.placement.retention import Retention
 from monasca_persister_dbpt.placement.retention import RetentionPolicy
 from monasca_persister_dbpt.placement.retention import parse_overrides
 from monasca_persister_dbpt.placement.retention import parse_tenant_tiers
+from monasca_persister_dbpt.placement.retention import check_tier_lengths
 from monasca_persister_dbpt.placement.retention import parse_tiers
 from monasca_persister_dbpt.placement.servers import Server, ServerMap
 from monasca_persister_dbpt.placement.servers import parse_server
@@ -100,6 +101,11 @@ class PlacementMap:
         #: Per-tenant settings and servers, re-read at run time.
         self.tenant_overrides = self.server_map.overrides
         self.tenant_overrides.listeners.append(self._cache.clear)
+        #: Tenants whose retention or tiers the config (or the migration's
+        #: command line) sets: the file may not set them again.
+        self._configured = (frozenset(self.retention.overrides),
+                            frozenset(self.retention.tenant_tiers))
+        self.tenant_overrides.add_check(self._check_file)
 
     # What callers read; each part answers for itself.
     @property
@@ -205,10 +211,42 @@ class PlacementMap:
         """The tenant a per-tenant database belongs to, or None."""
         return self.tenants.tenant_of(database)
 
+    def _check_file(self, settings: Mapping[str, Mapping]) -> None:
+        """A tenant's retention or tiers set both in the config and in the
+        overrides file, or tiers kept shorter than its raw policy, refuse
+        the file."""
+        retention, tiers = self._configured
+        for tenant, values in settings.items():
+            if 'retention' in values and tenant in retention:
+                raise InvalidOption(
+                    'tenant %s has a retention in both [dbpt] '
+                    'retention_overrides and the tenant overrides file; '
+                    'keep one' % tenant)
+            if 'tiers' in values and tenant in tiers:
+                raise InvalidOption(
+                    'tenant %s has tiers in both [dbpt] tenant_tiers and the '
+                    'tenant overrides file; keep one' % tenant)
+            if 'retention' in values or 'tiers' in values:
+                check_tier_lengths(
+                    'tenant overrides file', tenant,
+                    values.get('retention') or self.retention.policy_for(
+                        tenant),
+                    values.get('tiers', self.retention.tiers_for(tenant)))
+
     def retention_for(self, tenant_id: str) -> Optional[RetentionPolicy]:
+        if self.db_per_tenant and tenant_id not in self.retention.overrides:
+            own = self.tenant_overrides.settings_of(tenant_id).get(
+                'retention')
+            if own is not None:
+                return self.retention.with_shard(own)
         return self.retention.policy_for(tenant_id)
 
     def tiers_for(self, tenant_id: str) -> tuple:
+        if self.db_per_tenant and \
+                tenant_id not in self.retention.tenant_tiers:
+            own = self.tenant_overrides.settings_of(tenant_id).get('tiers')
+            if own is not None:
+                return self.retention.tiers_with_shard(own)
         return self.retention.tiers_for(tenant_id)
 
     def server_for(self, tenant_id: str) -> Server:

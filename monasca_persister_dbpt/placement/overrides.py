@@ -10,6 +10,7 @@ tenant id, optionally its server, then ``key=value`` settings::
     big            influx3   max_series=0
     twice          influx2,influx3
     gone                     blocked=true
+    archive                  retention=260w tiers=1h:inf
 
 A bare word after the tenant is its server (so a tenant servers file of
 earlier releases is a valid overrides file), or several, comma separated:
@@ -29,7 +30,10 @@ import tempfile
 import time
 from typing import Callable, Collection, Mapping, Optional
 
+from monasca_persister_dbpt.placement.errors import InvalidDuration
 from monasca_persister_dbpt.placement.errors import InvalidOption
+from monasca_persister_dbpt.placement.retention import parse_duration
+from monasca_persister_dbpt.placement.retention import parse_tiers
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +76,11 @@ SETTINGS: Mapping[str, Callable[[str], object]] = {
     'max_dimension_length': _count,
     'max_value_meta_bytes': _count,
     'max_future_seconds': _count,
+    # The tenant's raw (default) policy and its tiers, as
+    # [dbpt] retention_overrides and tenant_tiers take them; applied by
+    # the persisters without a restart.
+    'retention': parse_duration,
+    'tiers': parse_tiers,
     # Every new point of the tenant refused (a deleted project: see
     # ``monasca-persister-dbpt-tenants drop``).
     'blocked': _flag,
@@ -94,6 +103,9 @@ class TenantOverrides:
         self._next = 0.0
         #: Called with no argument after the file changed.
         self.listeners: list[Callable[[], None]] = []
+        #: Called with the settings of a new file before it is taken; an
+        #: InvalidOption refuses the file (see :meth:`add_check`).
+        self._checks: list[Callable[[Mapping], None]] = []
         if path:
             self.check(force=True)  # a bad file fails at start-up
 
@@ -113,6 +125,17 @@ class TenantOverrides:
     def settings_of(self, tenant_id: str) -> Mapping[str, object]:
         return self._settings.get(tenant_id, {})
 
+    def add_check(self, check: Callable[[Mapping], None]) -> None:
+        """Refuse any file whose settings *check* raises InvalidOption for:
+        the file in force now at once (a start-up error), a later edit as
+        a bad edit (the last good file kept)."""
+        if self.path:
+            try:
+                check(self._settings)
+            except InvalidOption as exc:
+                raise InvalidOption('%s: %s' % (self._option, exc)) from None
+        self._checks.append(check)
+
     def check(self, force: bool = False) -> None:
         """Re-read the file if it changed (at most every CHECK_EVERY s)."""
         now = time.monotonic()
@@ -126,6 +149,8 @@ class TenantOverrides:
                 return
             with open(self.path, encoding='utf-8') as handle:
                 servers, settings = self._parse(handle)
+            for check in self._checks:
+                check(settings)
         except (OSError, UnicodeDecodeError, InvalidOption) as exc:
             message = exc if isinstance(exc, InvalidOption) else \
                 '%s: %s' % (self.path, exc)
@@ -189,7 +214,8 @@ class TenantOverrides:
                     values[key] = parse(text)
                 except ValueError as exc:
                     raise bad('%s=%r: %s' % (
-                        key, text, str(exc) if 'must' in str(exc)
+                        key, text, str(exc) if 'must' in str(exc) or
+                        isinstance(exc, InvalidDuration)
                         else 'not a number')) from None
             if values:
                 settings[tenant] = values

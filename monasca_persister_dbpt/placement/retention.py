@@ -230,6 +230,15 @@ class Retention:
             t.policy.shard_duration else self._with_shard(t.policy))
             for t in tiers)
 
+    def with_shard(self, rp: Optional[RetentionPolicy]):
+        """A policy of the overrides file, shard duration applied."""
+        return self._with_shard(rp)
+
+    def tiers_with_shard(self, tiers: tuple) -> tuple:
+        """Tiers of the overrides file, shard duration and lateness
+        applied."""
+        return self._tiers_with_shard(tiers)
+
     def _check_tiers(self) -> None:
         """A tier kept for less time than the raw data it summarises is
         a mistake (its means would expire first): refuse it at start."""
@@ -239,16 +248,19 @@ class Retention:
         cases += [('[dbpt] retention_tiers', t, self.tiers)
                   for t in self.overrides if t not in self.tenant_tiers]
         for option, tenant, tiers in cases:
-            raw = self.overrides.get(tenant, self.default) \
-                if tenant is not None else self.default
-            if raw is None or raw.hours is None:
-                continue
-            for tier in tiers:
-                if tier.policy.hours is not None and \
-                        tier.policy.hours < raw.hours:
-                    raise InvalidOption(
-                        '%s: tier %s is kept %s, shorter than the raw '
-                        'policy %s%s' % (option, tier.interval,
-                                         tier.policy.duration, raw.duration,
-                                         ' of project %s' % tenant
-                                         if tenant else ''))
+            check_tier_lengths(option, tenant, self.overrides.get(
+                tenant, self.default) if tenant is not None else self.default,
+                tiers)
+
+
+def check_tier_lengths(option: str, tenant: Optional[str],
+                       raw: Optional[RetentionPolicy], tiers: tuple) -> None:
+    """Refuse a tier kept for less time than the raw policy."""
+    if raw is None or raw.hours is None:
+        return
+    for tier in tiers:
+        if tier.policy.hours is not None and tier.policy.hours < raw.hours:
+            raise InvalidOption(
+                '%s: tier %s is kept %s, shorter than the raw policy %s%s'
+                % (option, tier.interval, tier.policy.duration, raw.duration,
+                   ' of project %s' % tenant if tenant else ''))

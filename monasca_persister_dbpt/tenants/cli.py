@@ -105,25 +105,24 @@ class TenantsApp(App):
         dbpt_conf.register_opts(conf)
         files = self.options.config_file or cfg.find_config_files(
             project='monasca', prog='monasca-persister')
-        for path in files:
-            if not os.path.isfile(path):
-                raise Failed('--config-file %s: no such file' % path, 2)
         try:
+            for path in files:
+                if not os.path.isfile(path):
+                    raise ValueError('--config-file %s: no such file' % path)
             conf([], project='monasca', prog=PROG,
                  default_config_files=files)
             dbpt_conf.check(conf)
         except (cfg.Error, ValueError) as exc:
-            raise Failed(str(exc), 2) from None
+            # Not an Exception: cliff would make any of those exit 1.
+            print('%s: error: %s' % (PROG, exc), file=sys.stderr)
+            raise SystemExit(2) from None
         self.conf = conf
 
     def run(self, argv) -> int:
-        if not argv:
-            argv = ['--help']
         try:
-            return super().run(argv)
-        except Failed as exc:  # raised before any command ran
-            print('%s: error: %s' % (PROG, exc), file=sys.stderr)
-            return exc.code
+            return super().run(argv or ['--help'])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 2
 
     @property
     def placements(self) -> PlacementMap:
