@@ -33,7 +33,9 @@ placement_opts = [
                     'control characters, over 255 bytes) are rejected.'),
     cfg.DictOpt('retention_overrides',
                 default={},
-                help='Per-tenant retention of the default policy, in the form '
+                help='Per-tenant retention of the default policy (or '
+                     'retention= in tenant_overrides_file, without a '
+                     'restart; a tenant in both is refused), in the form '
                      'the migration tool takes: "project:2w,project2:1d". '
                      'Units h, d, w (a bare number is hours), or "inf". The '
                      'policy is named after its duration, like upstream\'s '
@@ -67,7 +69,9 @@ placement_opts = [
                      'effect without tiers.'),
     cfg.MultiStrOpt('tenant_tiers', default=[],
                     help='Per-tenant tiers, one line per project: '
-                         '"project=5m:8w,1h:inf"; "project=" for none.'),
+                         '"project=5m:8w,1h:inf"; "project=" for none (or '
+                         'tiers= in tenant_overrides_file, without a '
+                         'restart; a tenant in both is refused).'),
     cfg.DictOpt('servers', default={},
                 help='More InfluxDB servers by name, e.g. '
                      '"influx2:http://10.0.0.2:8086,influx3:https://h3:8086". '
@@ -77,9 +81,10 @@ placement_opts = [
                deprecated_name='tenant_servers_file',
                help='File of per-tenant settings, one tenant per line: the '
                     'tenant id, optionally its server (a name of [dbpt] '
-                    'servers), then key=value limits, e.g. "acme influx2 '
-                    'max_series=20000" (# comments; see the limits page of '
-                    'the docs for the keys). Re-read when it changes, '
+                    'servers), then key=value settings: limits, retention, '
+                    'tiers, blocked, e.g. "acme influx2 max_series=20000 '
+                    'retention=2w" (# comments; see the operations page of '
+                    'the docs for every key). Re-read when it changes, '
                     'without a restart; a bad edit keeps the last good file. '
                     'A tenant moved to another server writes there from '
                     'then on; its older data stays where it was.'),
