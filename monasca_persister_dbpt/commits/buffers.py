@@ -87,7 +87,12 @@ class TenantBuffers:
         self._chunk = max(1, chunk_points)
         self.coalesce_points = max(1, coalesce_points)
         self.max_delay = max_delay
-        self._buffered_max = buffered_max
+        #: buffered_points_max counts a point once, whatever its replicas:
+        #: they share its line (a list slot each), so each replica's
+        #: buffer coalesces as much as one copy would.
+        self._buffered_option = buffered_max
+        self._buffered_max = buffered_max * max(1, getattr(getattr(
+            placements, 'server_map', None), 'replicas', 1))
         self._held_max = held_max
         # None: a write retries for the full retry_timeout and failures
         # are raised (commits cannot wait for held points).
@@ -158,15 +163,33 @@ class TenantBuffers:
 
     def _add_replicated(self, tenant: str, line: str,
                         copies: int) -> JointTicket:
-        parts = tuple(self._add(tenant if slot == 0 else (tenant, slot),
-                                tenant, line) for slot in range(copies))
+        """:meth:`_add` for every replica of the tenant under one lock;
+        the replicas share the line (one string, a list slot each)."""
+        ship, held = [], 0
         with self._lock:
-            first = self._buffers.get(tenant)
-            joint = first.joint if first is not None else None
+            parts = []
+            for slot in range(copies):
+                key = tenant if slot == 0 else (tenant, slot)
+                buf = self._buffers.get(key)
+                if buf is None:
+                    buf = self._buffers[key] = _Buffer(time.monotonic())
+                buf.lines.append(line)
+                parts.append(buf.tickets[-1])
+                if buf.held:
+                    held += 1
+                elif (len(buf.lines) >= self.coalesce_points or
+                      tenant in self.urgent) and not buf.busy:
+                    ship.append(key)
+            self._points += copies
+            parts = tuple(parts)
+            first = self._buffers[tenant]
+            joint = first.joint
             if joint is None or joint.parts != parts:
-                joint = JointTicket(parts)
-                if first is not None:
-                    first.joint = joint
+                joint = first.joint = JointTicket(parts)
+        if held:
+            self._stats.add(tenant, 'points_held', held)
+        for key in ship:
+            self._ship(key)
         return joint
 
     def flush(self, everything: bool) -> None:
@@ -299,7 +322,7 @@ class TenantBuffers:
                         'that are down, still not written after %.0fs '
                         '([dbpt] buffered_points_max %d, held_points_max %d)'
                         % (self._points, self.held(), bound,
-                           self._buffered_max, self._held_max))
+                           self._buffered_option, self._held_max))
                 self._lock.wait(min(left, 0.5))
 
     def _placement(self, key):

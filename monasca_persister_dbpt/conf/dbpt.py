@@ -218,6 +218,12 @@ guard_opts = [
                      'otherwise commits asynchronously and can commit records '
                      'that were read but not yet written, which are lost if '
                      'the worker dies. See the reliability page of the docs.'),
+    cfg.IntOpt('consume_batch', default=0, min=0, max=100000,
+               help='Take up to this many Kafka messages per consume() call '
+                    'instead of the host\'s one poll() per message (the same '
+                    'messages in the same order, errors, rebalances and the '
+                    'commit interval kept; see the architecture page). 0: '
+                    'the host\'s own loop.'),
 ]
 
 limit_opts = [

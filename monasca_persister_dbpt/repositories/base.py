@@ -21,6 +21,7 @@ import orjson
 from oslo_config import cfg
 
 from monasca_persister_dbpt import conf
+from monasca_persister_dbpt.commits import consumer
 from monasca_persister_dbpt.commits import guard as commit_guard
 from monasca_persister_dbpt.commits import stop
 from monasca_persister_dbpt.commits.buffers import TenantBuffers
@@ -116,6 +117,8 @@ class TenantRepository(Repository):
         legacy = bool(getattr(kafka, 'legacy_kafka_client_enabled', False)) \
             if kafka is not None else False
         guarded = commit_guard.install(dbpt.commit_guard, legacy)
+        if not legacy:
+            consumer.install(dbpt.consume_batch)
         #: Per-tenant limits, where the driver applies them.
         self.limits: Optional[TenantLimits] = None
         self._limit_log = LogThrottle(logger=LOG)
