@@ -31,14 +31,21 @@ import uuid
 
 import requests
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from bench.soak import children, rss_kib, written  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
 VARIANTS = ('coalescing', 'no coalescing', 'upstream')
+#: Also measurable (--variants): our drivers with [dbpt] consume_batch,
+#: and a driver that stores nothing (bench/noop_driver.py: the host
+#: loop's own ceiling), unpatched and with the batched consumer.
+MORE_VARIANTS = ('batched', 'noop', 'noop batched')
+NOOP = 'bench.noop_driver:NoopRepository'
+#: consume_batch of the 'batched' variants.
+CONSUME_BATCH = 1000
 
 
 def produce(broker, topic, payloads):
@@ -77,17 +84,25 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None):
         produce(broker, 'metrics', warm)
         settings = dict(batch_size=batch, max_wait=5, stats_interval=1,
                         extra='')
+        counted_by_host = variant == 'upstream' or variant.startswith('noop')
         if variant == 'upstream':
             settings['metrics_driver'] = servers.UPSTREAM_METRICS
         elif variant == 'no coalescing':
             settings['extra'] = 'max_delay = 0'
+        elif variant == 'batched':
+            settings['extra'] = 'consume_batch = %d' % CONSUME_BATCH
+        elif variant.startswith('noop'):
+            settings['metrics_driver'] = NOOP
+            os.environ['PYTHONPATH'] = ROOT
+            os.environ['DBPT_BENCH_CONSUME_BATCH'] = str(
+                CONSUME_BATCH if variant == 'noop batched' else 0)
         persister = servers.Persister(influx, broker, os.path.join(
             work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
         started.append(persister)
         stats = os.path.join(persister.dir, 'stats.json.*')
 
         def done(n):
-            if variant == 'upstream':
+            if counted_by_host:
                 return processed(persister.log) >= n
             return written(stats) >= n
         deadline = time.monotonic() + 600
@@ -108,6 +123,8 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None):
         if done_watching is not None:
             done_watching(took)
         per_request = None
+        if variant.startswith('noop'):
+            return len(payloads) / took, None, peak / 1024, None
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report
             totals = {}
@@ -200,7 +217,7 @@ def main():
             print('%8d  %-14s %10.0f %9s %9.1f %12.0f %8.1f' % (
                 count, variant, rate,
                 '%.2fx' % (rate / base) if base else '-', per_request or 0,
-                ceiling, rss))
+                ceiling or 0, rss))
             sys.stdout.flush()
 
 

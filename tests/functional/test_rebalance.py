@@ -40,9 +40,13 @@ def _write_history(influx_conf, named, hash_names):
     influx_conf.set_override('default_retention_hours', 24, 'influxdb')
     influx_conf.set_override('retention_tiers', ['1h:8w'], 'dbpt')
     metrics = MetricsRepository(influx_conf)
+    # Raw points five hours old: older than the tier query recomputes
+    # (RESAMPLE ... FOR two hours), so that it cannot add points to a
+    # source while a move counts it (it runs once, at some moment, when
+    # the database is made).
     records.feed(metrics, [
         records.metric(t, dimensions={'hostname': 'h%d' % h},
-                       timestamp=(NOW_S - 3600 + i * 60) * 1000,
+                       timestamp=(NOW_S - 5 * 3600 + i * 60) * 1000,
                        value=float(i) if h else i)  # ints and floats
         for t in TENANTS for h in range(3) for i in range(40)])
     alarms = AlarmStateHistoryRepository(influx_conf)
