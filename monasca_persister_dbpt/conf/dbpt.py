@@ -153,9 +153,11 @@ writer_opts = [
                       'turns itself off without them.'),
     cfg.IntOpt('buffered_points_max', default=200000, min=1,
                help='Points one worker process may keep buffered (and '
-                    'being written) over all tenants; past it the biggest '
+                    'being written) over all tenants, each point counted '
+                    'once whatever its replicas; past it the biggest '
                     'buffers are written at once and the persister waits '
-                    'for room. About 250 bytes per point.'),
+                    'for room. About 250 bytes per point (and 8 more per '
+                    'replica beyond the first).'),
     cfg.FloatOpt('request_timeout', default=30.0, min=0.1,
                  help='Seconds to wait for one InfluxDB HTTP request.'),
     cfg.FloatOpt('retry_timeout', default=120.0, min=0.0,
