@@ -335,3 +335,17 @@ def test_a_marker_a_down_server_missed_is_written_once_it_answers():
     writer.down.discard(c)
     recorder.flush()
     assert _states(writer.lines[c]) == ['open']
+
+
+def test_buffered_points_max_counts_a_point_once_whatever_its_replicas():
+    """Each replica's buffer coalesces as much as one copy: at R = 2,
+    ``buffered_max`` points are buffered before the biggest are written
+    (not half of them), and one point more writes them."""
+    writer = Writer()
+    buffers = _buffers(writer, _map(), coalesce_points=10 ** 6,
+                       max_delay=60.0, buffered_max=10)
+    for n in range(10):
+        buffers.add('t%d' % (n % 3), 'm v=%d %d' % (n, n))
+    assert writer.written == [] and buffers.buffered() == 20
+    buffers.add('t0', 'm v=10 10')
+    assert _wait(lambda: len(writer.written) >= 2 * 4)
