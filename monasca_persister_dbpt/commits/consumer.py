@@ -22,9 +22,11 @@ promises:
 - commits are untouched: the host commits after ``write_batch`` through
   the commit guard (:mod:`.guard`), which alone decides what is committed.
 
-A batch holds at most ``[dbpt] consume_batch`` messages, and ``consume``
-returns as soon as any are there, so a record waits no longer than with
-``poll()``.
+A batch holds at most ``[dbpt] consume_batch`` messages: what the client
+has already fetched (``consume`` with no wait: with a timeout it would wait
+for a whole batch); only when nothing is there does it wait, with
+``poll()``, for the next message, so a record waits no longer than with
+the host's loop.
 """
 
 from __future__ import annotations
@@ -53,8 +55,15 @@ def _batched_iter(self):
     callback = self._commit_callback
     interval = datetime.timedelta(seconds=self._max_commit_interval)
     self._last_commit = datetime.datetime.now()
+    poll = self._consumer.poll
     while True:
-        messages = consume(num_messages=_batch, timeout=TIMEOUT)
+        # What the client has fetched already, without waiting: consume()
+        # with a timeout would wait for a whole batch. Only when nothing is
+        # there, wait for one message as the host does.
+        messages = consume(num_messages=_batch, timeout=0)
+        if not messages:
+            first = poll(timeout=TIMEOUT)
+            messages = [first] if first is not None else ()
         delivered = False
         for message in messages:
             error = message.error()
