@@ -80,6 +80,18 @@ def _batched_iter(self):
             callback()
 
 
+def host_consumer(what: str):
+    """monasca-common's ``KafkaConsumer`` class, which the commit guard and
+    this module patch; None (and *what* logged as not installed) without
+    it."""
+    try:
+        from monasca_common.confluent_kafka import consumer
+    except ImportError as exc:
+        LOG.warning('%s not installed: %s', what, exc)
+        return None
+    return getattr(consumer, 'KafkaConsumer', None)
+
+
 def install(batch: int) -> bool:
     """Patch the host's consumer once per process to consume *batch*
     messages at a time; False (and the host's loop kept) when *batch* is
@@ -90,12 +102,7 @@ def install(batch: int) -> bool:
     _installed_in = os.getpid()
     if batch <= 0:
         return False
-    try:
-        from monasca_common.confluent_kafka import consumer
-    except ImportError as exc:
-        LOG.warning('batched consumer not installed: %s', exc)
-        return False
-    target = getattr(consumer, 'KafkaConsumer', None)
+    target = host_consumer('batched consumer')
     current = getattr(target, '__iter__', None)
     if current is _batched_iter:  # patched before a fork
         _batch = batch

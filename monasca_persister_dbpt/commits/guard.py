@@ -33,6 +33,8 @@ import datetime
 import logging
 import os
 
+from monasca_persister_dbpt.commits.consumer import host_consumer
+
 LOG = logging.getLogger(__name__)
 
 _installed_in: int | None = None
@@ -139,12 +141,7 @@ def install(enabled: bool = True, legacy: bool = False) -> bool:
                     'reliability page of monasca-persister-dbpt)')
         _installed_in = os.getpid()
         return False
-    try:
-        from monasca_common.confluent_kafka import consumer
-    except ImportError as exc:
-        LOG.warning('commit guard not installed: %s', exc)
-        return False
-    target = getattr(consumer, 'KafkaConsumer', None)
+    target = host_consumer('commit guard')
     commit = getattr(target, 'commit', None)
     if commit is _guarded_commit:  # patched before a fork
         _installed_in = os.getpid()
