@@ -156,9 +156,14 @@ class _Base(Command):
     """What every subcommand shares: the mapping, the servers, the exit
     status of a :class:`Failed`."""
 
+    #: Servers that did not answer this command: it exits 1 after saying
+    #: what it could.
+    unreachable: list = []
+
     def run(self, parsed_args) -> int:
         try:
-            return super().run(parsed_args) or 0
+            return super().run(parsed_args) or (1 if self.unreachable
+                                                else 0)
         except Failed as exc:
             print('%s: error: %s' % (PROG, exc), file=sys.stderr)
             return exc.code
@@ -188,22 +193,25 @@ class _Base(Command):
 
     def scan(self, tenants=None, details=True, strict=True):
         scan = self.inventory.scan(tenants, details)
+        self.unreachable = scan.unreachable
         for why in scan.unreachable:
             print('%s: server %s' % (PROG, why), file=sys.stderr)
         if scan.unreachable and strict:
-            raise Failed('%d server(s) did not answer%s' % (
-                len(scan.unreachable), ': nothing changed, since they may '
-                'hold a copy' if strict else ''))
+            raise Failed('%d server(s) did not answer: nothing changed, '
+                         'since they may hold a copy' % len(scan.unreachable))
         return scan
 
-    def found(self, tenant_id: str, **kwargs):
-        scan = self.scan({tenant_id}, **kwargs)
+    def found(self, tenant_id: str, strict: bool = False):
+        """The tenant's copies; *strict*: every server must answer (a
+        drop), else those that answered are enough (show, export)."""
+        scan = self.scan({tenant_id}, strict=strict)
         entry = scan.tenants.get(tenant_id)
         if entry is None:
             raise Failed('tenant %s has no database (%s) on any configured '
-                         'server (%s)' % (
+                         'server%s (%s)' % (
                              tenant_id,
                              self.placements.database_for(tenant_id),
+                             ' that answered' if scan.unreachable else '',
                              ', '.join(self.inventory.servers())))
         return entry
 
@@ -271,13 +279,7 @@ class ListTenants(_Listing):
     def take_action(self, parsed_args):
         refusals = self.refusals(parsed_args.refusals)
         scan = self.scan(strict=False)
-        if scan.unreachable:
-            self.app.exit_status = 1
         return COLUMNS, self.rows(scan.tenants.values(), refusals)
-
-    def run(self, parsed_args) -> int:
-        self.app.exit_status = 0
-        return super().run(parsed_args) or self.app.exit_status
 
 
 class ShowTenant(_Base, ShowOne):
@@ -330,10 +332,10 @@ class ExportTenant(_Base):
 
     def take_action(self, parsed_args):
         tenant_id = self.tenant(parsed_args.tenant)
-        points = export(self, tenant_id, parsed_args.out,
-                        _time(parsed_args.start, '--start', MIN_NS),
-                        _time(parsed_args.end, '--end', MAX_NS))
-        return 0 if points is not None else 1
+        export(self, tenant_id, parsed_args.out,
+               _time(parsed_args.start, '--start', MIN_NS),
+               _time(parsed_args.end, '--end', MAX_NS))
+        return 0
 
 
 def export(command: _Base, tenant_id: str, path: str, start: int = MIN_NS,
@@ -459,7 +461,7 @@ class DropTenant(_Dropping):
     def take_action(self, parsed_args):
         tenant_id = self.tenant(parsed_args.tenant)
         self.check_block(parsed_args)
-        entry = self.found(tenant_id)
+        entry = self.found(tenant_id, strict=True)
         if parsed_args.export and parsed_args.yes:
             export(self, tenant_id, parsed_args.export)
         return self.drop(parsed_args, {tenant_id: entry})
@@ -497,13 +499,7 @@ class Orphans(_Dropping, _Listing):
                    if t not in projects}
         if parsed_args.drop and orphans:
             self.drop(parsed_args, orphans)
-        if scan.unreachable:
-            self.app.exit_status = 1
         return COLUMNS, self.rows(orphans.values())
-
-    def run(self, parsed_args) -> int:
-        self.app.exit_status = 0
-        return super().run(parsed_args) or self.app.exit_status
 
 
 def main(argv: Optional[list] = None) -> int:
