@@ -266,10 +266,13 @@ class Schema:
             LOG.warning('tier %s of database %s now keeps %s', tier.interval,
                         p.database, tier.policy.duration)
         elif kind == 'tier query' and 'already exists' in error:
-            # Continuous queries cannot be altered: drop and create.
-            self._must(query, influxql.drop_continuous_query(p.database,
-                                                             tier.cq_name))
-            self._must(query, statement)
+            # Continuous queries cannot be altered: drop and create. Every
+            # worker does so when a tenant's tiers change (at start-up, or
+            # at run time from the overrides file), so another's drop or
+            # create in between is as good as ours, not a refusal.
+            self._must(query, influxql.drop_continuous_query(
+                p.database, tier.cq_name), unless='not found')
+            self._must(query, statement, unless='already exists')
             LOG.warning('continuous query %s of database %s replaced',
                         tier.cq_name, p.database)
         else:
@@ -302,10 +305,12 @@ class Schema:
                                 database)
 
     @staticmethod
-    def _must(query: Query, statement: str) -> None:
+    def _must(query: Query, statement: str, unless: str = '') -> None:
+        """Run *statement*; raise on an error (but one containing *unless*)."""
         result = query(statement)[0]
-        if 'error' in result:
-            raise SchemaError('%s: %s' % (statement[:200], result['error']))
+        error = result.get('error')
+        if error and not (unless and unless in error):
+            raise SchemaError('%s: %s' % (statement[:200], error))
 
     def _reconcile(self, p: Placement, query: Query) -> None:
         result = query(influxql.show_policies(p.database))[0]

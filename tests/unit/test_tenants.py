@@ -265,3 +265,31 @@ def test_bad_command_lines_exit_2_naming_what_was_wrong(tmp_path, capsys,
 def test_a_missing_config_file_exits_2_naming_it(capsys):
     assert cli.main(['--config-file', '/nonexistent.conf', 'list']) == 2
     assert '/nonexistent.conf: no such file' in capsys.readouterr().err
+
+
+def test_workers_replacing_a_changed_tier_query_at_once_refuse_nothing(
+        tmp_path):
+    """Every worker reconciles a tenant whose tiers changed; when another
+    worker dropped (or created) the continuous query in between, that is
+    not a refusal of the tenant's database."""
+    path = tmp_path / 'overrides'
+    path.write_text('acme tiers=1h:inf\n')
+    pm = PlacementMap(overrides_file=str(path))
+    placement = pm.place('acme')
+    answers = {'SHOW DATABASES': {'series': [{'values': [['mon_acme']]}]}}
+
+    def query(statements):
+        out = []
+        for statement in statements.split(';'):
+            if statement.startswith('CREATE CONTINUOUS QUERY'):
+                # Differs from ours; by the time we create ours, another
+                # worker has.
+                out.append({'error': 'continuous query already exists'})
+            elif statement.startswith('DROP CONTINUOUS QUERY'):
+                out.append({'error': 'continuous query not found'})
+            else:
+                out.append(answers.get(statement, {}))
+        return out
+    schema = Schema()
+    assert schema.ensure([placement], query) == {}
+    assert schema.known(placement)
