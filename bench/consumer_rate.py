@@ -2,7 +2,8 @@
 
 Produces ``--records`` metric records (the same stream as
 bench/persister_e2e.py) to a fresh tansu, then polls them one message a
-call as monasca-common's confluent consumer does, with and without its
+call as monasca-common's confluent consumer does, and in batches as
+``[dbpt] consume_batch`` does, each with and without the host's
 ``fetch.min.bytes`` of 1 MiB, and prints messages/s. Nothing is parsed or
 written: the rate the persister could reach if the consumer were all it did.
 
@@ -26,7 +27,7 @@ from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
 
-def rate(broker, topic, n, group, fetch_min_bytes):
+def rate(broker, topic, n, group, fetch_min_bytes, batch=0):
     config = {'bootstrap.servers': broker.bootstrap, 'group.id': group,
               'auto.offset.reset': 'earliest', 'enable.auto.commit': False,
               'session.timeout.ms': 6000}
@@ -37,12 +38,18 @@ def rate(broker, topic, n, group, fetch_min_bytes):
     got, start = 0, None
     try:
         while got < n:
-            message = consumer.poll(5)  # one message a call, as the host
-            if message is None or message.error():
-                continue
-            if start is None:  # the group join is not counted
-                start = time.monotonic()
-            got += 1
+            if batch:  # as [dbpt] consume_batch: what is fetched, no wait
+                messages = consumer.consume(batch, 0) or \
+                    [m for m in [consumer.poll(5)] if m is not None]
+            else:  # one message a call, as the host
+                message = consumer.poll(5)
+                messages = [message] if message is not None else []
+            for message in messages:
+                if message.error():
+                    continue
+                if start is None:  # the group join is not counted
+                    start = time.monotonic()
+                got += 1
         return got / (time.monotonic() - start)
     finally:
         consumer.close()
@@ -61,9 +68,11 @@ def main():
             args.records, tenants, int(time.time() * 1000), seed=2))
         for label, fetch_min in (("host's fetch.min.bytes 1 MiB", 1048576),
                                  ('librdkafka defaults', None)):
-            print('%-30s %9.0f messages/s' % (label, rate(
-                broker, 'metrics', args.records, 'g-%s' % fetch_min,
-                fetch_min)))
+            for batch in (0, 1000):
+                print('%-30s %-22s %9.0f messages/s' % (
+                    label, 'consume(1000, 0)' if batch else 'poll() each',
+                    rate(broker, 'metrics', args.records,
+                         'g-%s-%d' % (fetch_min, batch), fetch_min, batch)))
     finally:
         broker.close()
 
