@@ -350,6 +350,16 @@ class TenantBuffers:
     def _write(self, key, placement, lines, tickets, held) -> None:
         """In a writer thread: all of a buffer, in chunks."""
         tenant = _tenant(key)
+        if self._placements.blocked(tenant):
+            # Buffered or held before the block: refused now, so that a
+            # dropped tenant's database is not made again.
+            self._stats.add(tenant, 'refused_blocked', len(lines))
+            self._throttle.log(
+                ('blocked', tenant), logging.WARNING,
+                'refused %d buffered point(s) of tenant %s: it is blocked '
+                'in the tenant overrides file', len(lines), tenant)
+            self._settle(key, len(lines), tickets, held)
+            return
         if self.spill is not None and self.spill.pending(placement.server) \
                 and self._spilled(key, placement, lines, tickets, held):
             return  # behind the points its server has not taken yet

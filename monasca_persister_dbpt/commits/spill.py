@@ -271,6 +271,15 @@ class Spill:
                     LOG.error('spilled points of tenant %r dropped: %s',
                               tenant, exc)
                     continue
+                if placements.blocked(tenant):
+                    # Spilled before the tenant was blocked (dropped).
+                    writer.stats.add(tenant, 'refused_blocked', len(lines))
+                    self._throttle.log(
+                        ('blocked', tenant), logging.WARNING,
+                        'refused %d spilled point(s) of tenant %s: it is '
+                        'blocked in the tenant overrides file', len(lines),
+                        tenant)
+                    continue
                 if placement.replicas:
                     # This folder's replica, if it still is one.
                     url = self._urls.get(key)

@@ -255,6 +255,13 @@ class PlacementMap:
     def replicas_for(self, tenant_id: str) -> tuple:
         return self.server_map.replicas_for(tenant_id)
 
+    def blocked(self, tenant_id: str) -> bool:
+        """Whether the overrides file blocks the tenant (``blocked=true``):
+        none of its points is written any more, even those buffered or
+        spilled before the block."""
+        return bool(self.tenant_overrides.settings_of(tenant_id).get(
+            'blocked'))
+
     @property
     def replicated(self) -> bool:
         """Whether any tenant may have more than one replica (the write

@@ -110,3 +110,27 @@ def test_a_folder_that_cannot_be_written_is_named(tmp_path):
     blocker.write_text('x')
     with pytest.raises(SpillUnusable, match=r'\[dbpt\] spill_dir'):
         Spill(str(blocker / 'spill'), 10 ** 7)
+
+
+def test_spilled_points_of_a_tenant_blocked_since_are_refused_not_written(
+        tmp_path, monkeypatch):
+    from monasca_persister_dbpt.placement import overrides as overrides_mod
+    from monasca_persister_dbpt.stats import Stats
+    monkeypatch.setattr(overrides_mod, 'CHECK_EVERY', 0)
+    spill = Spill(str(tmp_path / 'spill'), 10 ** 7)
+    for i in range(4):
+        assert spill.append(DOWN, ('gone', 'kept')[i % 2], ['m v=%d %d'
+                                                            % (i, i)])
+    path = tmp_path / 'overrides'
+    path.write_text('gone blocked=true\n')
+    placements = PlacementMap(server=DOWN, overrides_file=str(path))
+    writer = Writer()
+    writer.stats = Stats(interval=0)
+    for _ in range(100):
+        spill._retry_at.clear()
+        spill.replay(writer, placements, 0.01)
+        if not spill.pending(DOWN):
+            break
+    assert writer.written == [('kept', 'm v=1 1'), ('kept', 'm v=3 3')]
+    assert writer.stats.tenant('gone') == {'refused_blocked': 2}
+    assert not spill.pending(DOWN)

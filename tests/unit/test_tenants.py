@@ -293,3 +293,25 @@ def test_workers_replacing_a_changed_tier_query_at_once_refuse_nothing(
     schema = Schema()
     assert schema.ensure([placement], query) == {}
     assert schema.known(placement)
+
+
+def test_points_buffered_before_a_block_are_refused_when_due(tmp_path,
+                                                             reread):
+    """Coalesced (or held) before the block, written after it: refused
+    and their records committed, so a drop is not undone by them."""
+    from tests.unit.test_replicas import Writer, _buffers
+    path = tmp_path / 'overrides'
+    path.write_text('kept max_series=0\n')
+    placements = PlacementMap(overrides_file=str(path))
+    writer = Writer()
+    buffers = _buffers(writer, placements, coalesce_points=100,
+                       max_delay=60.0)
+    tickets = [buffers.add(t, 'm v=1 %d' % n)
+               for n, t in enumerate(['gone', 'kept'] * 3)]
+    _changed(path, 'kept max_series=0\ngone blocked=true\n')
+    placements.tenant_overrides.check()
+    buffers.flush(everything=True)
+    assert all(t.done for t in tickets)
+    assert sorted(line for _, line in writer.written) == [
+        'm v=1 1', 'm v=1 3', 'm v=1 5']
+    assert buffers._stats.tenant('gone') == {'refused_blocked': 3}
