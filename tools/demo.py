@@ -6,6 +6,7 @@ three tenants (and a few hostile records), and prints each tenant's database.
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,23 +60,29 @@ def main() -> int:
         total = 0
         while time.monotonic() < deadline:
             total = sum(_count(influx, db) for db in influx.databases())
-            if total >= want:
+            alarms = sum(_alarms(influx, db) for db in influx.databases())
+            if total >= want and alarms >= len(TENANTS):
                 break
             time.sleep(1)
         print('\nper-tenant databases on %s:' % influx.url)
         for db in sorted(influx.databases()):
             policies = influx.rows('SHOW RETENTION POLICIES ON "%s"' % db)
-            alarms = influx.rows('SELECT count(new_state) FROM '
-                                 'alarm_state_history', db)
             tenants = {r['_tenant_id'] for r in influx.rows(
                 'SHOW TAG VALUES WITH KEY = "_tenant_id"', db)
                 for r in [{'_tenant_id': r['value']}]}
             print('  %-40s %5d metrics  %d alarm transitions  policy %s  '
                   'tenants seen %s' % (
-                      db, _count(influx, db),
-                      alarms[0]['count'] if alarms else 0,
+                      db, _count(influx, db), _alarms(influx, db),
                       next(p['name'] for p in policies if p['default']),
                       sorted(tenants)))
+        print('\nthe same, as an operator asks it (monasca-persister-dbpt-'
+              'tenants list --config-file <persister.conf>):')
+        sys.stdout.flush()
+        subprocess.run([os.path.join(os.path.dirname(sys.executable),
+                                     'monasca-persister-dbpt-tenants'),
+                        '--config-file', persister.config, 'list', '-c',
+                        'Tenant', '-c', 'Policies', '-c', 'Series', '-c',
+                        'Disk bytes', '-c', 'Newest point'], timeout=120)
         refused = [line for line in persister.logtext().splitlines()
                    if 'refused ' in line]
         print('\n%d hostile records refused, for example:' % len(refused))
@@ -90,6 +97,11 @@ def main() -> int:
             persister.stop()
         broker.close()
         influx.close()
+
+
+def _alarms(influx, db) -> int:
+    rows = influx.rows('SELECT count(new_state) FROM alarm_state_history', db)
+    return rows[0]['count'] if rows else 0
 
 
 def _count(influx, db) -> int:
