@@ -20,7 +20,7 @@ import gzip
 import json
 import os
 import zlib
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Iterator
 
 from monasca_persister_dbpt.influx import influxql
 from monasca_persister_dbpt.influx.influxql import quote_ident
@@ -59,8 +59,7 @@ class Export:
     def points(self) -> int:
         return sum(max(c.values()) for c in self.counts.values() if c)
 
-    def write(self, path: str,
-              progress: Optional[Callable[[int], None]] = None) -> int:
+    def write(self, path: str) -> int:
         """Export to *path* (written aside, renamed when whole); returns
         the points exported."""
         temporary = '%s.partial' % path
@@ -79,8 +78,7 @@ class Export:
             for policy in self.copy.policies:
                 out.write('# CONTEXT-RETENTION-POLICY:%s\n' % policy.name)
                 for measurement in measurements:
-                    self._measurement(out, policy.name, measurement,
-                                      progress)
+                    self._measurement(out, policy.name, measurement)
             out.write('%s%s\n' % (_END, json.dumps({
                 'points': self.points, 'counts': [
                     [rp, m, fields] for (rp, m), fields in
@@ -88,8 +86,7 @@ class Export:
         os.replace(temporary, path)
         return self.points
 
-    def _measurement(self, out: IO, rp: str, measurement: str,
-                     progress) -> None:
+    def _measurement(self, out: IO, rp: str, measurement: str) -> None:
         types = field_types(self.writer, self.copy.server, self.copy.database,
                             rp, measurement)
         if not types:
@@ -103,8 +100,6 @@ class Export:
                                   measurement, types, counts=counts):
             out.write('\n'.join(lines))
             out.write('\n')
-            if progress is not None:
-                progress(len(lines))
 
 
 
@@ -150,9 +145,9 @@ class Archive:
         except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
             raise ArchiveError('%s cannot be read whole (truncated or not '
                                'gzip?): %s' % (self.path, exc)) from None
+        except ArchiveError:
+            raise
         except (ValueError, TypeError) as exc:
-            if isinstance(exc, ArchiveError):
-                raise
             raise ArchiveError('%s has a header we did not write: %s'
                                % (self.path, exc)) from None
         if not self.end:
@@ -199,32 +194,23 @@ class Import:
         self.archive = archive
         self.placement = placement
         self.writer = writer
-        self.policy_map = self._map_policies()
+        raw = placement.retention.name if placement.retention else 'autogen'
+        tiers = {t.policy.name for t in placement.tiers}
+        #: A file policy -> the policy it goes to: the default to the
+        #: tenant's raw policy, any other (a tier, a policy the placement
+        #: does not know) to a policy of its own name.
+        self.policy_map = {p['name']: raw if p['default'] else p['name']
+                           for p in archive.policies}
+        #: The file's policies the placement does not know: made with
+        #: their own duration where missing.
+        self.kept = [p for p in archive.policies if not p['default'] and
+                     p['name'] not in tiers and p['name'] != raw]
 
-    def _map_policies(self) -> dict:
-        """A file policy -> the policy it goes to: the default to the
-        tenant's raw policy, a tier to that tier, any other to a policy of
-        its own name (made with its duration if missing)."""
-        raw = self.placement.retention.name if self.placement.retention \
-            else 'autogen'
-        tiers = {t.policy.name for t in self.placement.tiers}
-        return {p['name']: raw if p['default'] else p['name']
-                for p in self.archive.policies} | {
-                    t: t for t in tiers if t not in
-                    {p['name'] for p in self.archive.policies}}
-
-    def _kept(self) -> list:
-        raw = self.placement.retention.name if self.placement.retention \
-            else 'autogen'
-        tiers = {t.policy.name for t in self.placement.tiers}
-        return [p for p in self.archive.policies if not p['default'] and
-                p['name'] not in tiers and p['name'] != raw]
-
-    def run(self, progress: Optional[Callable[[int], None]] = None) -> None:
+    def run(self) -> None:
         copies = self.placement.copies
         self.writer.ensure(copies, retry_for=self.writer.retry_timeout)
         for copy in copies:
-            for policy in self._kept():
+            for policy in self.kept:
                 hours = duration_hours(policy['duration'])
                 rp = RetentionPolicy(policy['name'], None if hours is None
                                      else max(1, int(hours)))
@@ -240,8 +226,6 @@ class Import:
                 self.writer.write(copy, lines, precision='ns',
                                   retry_for=self.writer.retry_timeout,
                                   policy=target)
-            if progress is not None:
-                progress(len(lines))
 
     def verify(self) -> list:
         """What is short: one line per copy, policy, measurement and

@@ -11,7 +11,7 @@ deleted project cannot quietly create the database again.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from monasca_persister_dbpt.influx.influxql import quote_ident
 from monasca_persister_dbpt.influx.writer import WriteFailed
@@ -79,7 +79,7 @@ class Removal:
                      for c in entry.copies]
         remaining += ['%s could not be asked again: %s' % (
             ', '.join(sorted(tenants)), why) for why in left.unreachable]
-        return failed + remaining if (failed or remaining) else []
+        return failed + remaining
 
 
 def read_projects(handle, source: str) -> set:
@@ -93,7 +93,7 @@ def read_projects(handle, source: str) -> set:
     return projects
 
 
-def describe(entry, copy) -> Optional[str]:
+def describe(entry, copy) -> str:
     """One line of what a drop removes."""
     return '%s: %s on %s (%s)%s, %s series, %s bytes' % (
         entry.tenant_id, copy.database, copy.server_name, copy.server.url,
