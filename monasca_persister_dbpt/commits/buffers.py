@@ -539,6 +539,23 @@ class TenantBuffers:
                     return self._points
                 self._lock.wait(min(0.05, left))
 
+    def written(self, tenant: str, within: float) -> bool:
+        """Write a tenant's buffered points now and wait until they are
+        stored (before its series are counted from its database: see
+        limits/series.py). False after *within* seconds, or at once when
+        its server is down (its points are held)."""
+        deadline = time.monotonic() + within
+        while True:
+            self._ship(tenant)  # nothing when in flight already
+            with self._lock:
+                buf = self._buffers.get(tenant)
+                if buf is None or (not buf.lines and not buf.busy):
+                    return True
+                left = deadline - time.monotonic()
+                if buf.held or left <= 0:
+                    return False
+                self._lock.wait(min(0.05, left))
+
     # -- reading -----------------------------------------------------------
 
     def buffered(self) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 
 from monasca_persister_dbpt.commits.consumer import host_consumer
 
@@ -73,6 +74,37 @@ def _assigned(self, watermark) -> set:
 #: The host's consumer wrapper, as last seen committing (for a graceful
 #: stop, which commits from its own thread).
 _consumer = None
+
+
+#: topic -> (monotonic time read, its number of partitions).
+_partitions: dict = {}
+
+
+def partition_share() -> float | None:
+    """This worker's share of its topics' records: the partitions it owns
+    over all of theirs (monasca-api sends records without a key, so they
+    spread evenly over the partitions, whichever process owns them).
+    None before the host's first commit in this process, or when Kafka
+    does not say."""
+    consumer = _consumer
+    if consumer is None:
+        return None
+    try:
+        client = consumer._consumer
+        owned = client.assignment()
+        if not owned:
+            return None
+        total = 0
+        for topic in {tp.topic for tp in owned}:
+            when, count = _partitions.get(topic, (0.0, 0))
+            if not count or time.monotonic() - when > 60:
+                meta = client.list_topics(topic, timeout=5).topics[topic]
+                count = len(meta.partitions)
+                _partitions[topic] = (time.monotonic(), count)
+            total += count
+    except Exception:  # noqa: BLE001 - a closed consumer, no metadata
+        return None
+    return min(1.0, len(owned) / total) if total else None
 
 
 def commit_now() -> bool:

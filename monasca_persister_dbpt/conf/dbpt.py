@@ -246,8 +246,9 @@ limit_opts = [
                     'series keep being written. Counted from the database '
                     'itself when a worker first sees the tenant, so a '
                     'restart does not reset it, and again as the cap nears, '
-                    'so that several workers share it (a burst of new '
-                    'series may pass it by a share: see the limits page). '
+                    'so that several workers and persisters share it (it '
+                    'may be passed by a series per other worker: see the '
+                    'limits page). '
                     '0: no limit (InfluxDB\'s own max-series-per-database '
                     'still applies, late).'),
     cfg.IntOpt('max_dimensions', default=0, min=0,

@@ -21,13 +21,15 @@ tenant comes back.
 The cap is the database's, not the worker's: other workers and other
 persister processes add series this one never sees. So a worker admits a
 tenant's new series only out of an *allowance*: after each count of the
-database it may admit half of what is left under the cap, shared among
-the process's workers, then it counts again (about log2(cap) counts on
-the way to the cap, the last ones one series apart). The points of a
-capped tenant that is adding series are written at once, not coalesced
-(:attr:`SeriesCaps.near`), so that the others' counts see them. What can
-still pass the cap is what the workers admit while each other's last
-writes are in flight.
+database it may admit half of its share of what is left under the cap
+(its partitions over the topic's: :attr:`SeriesCaps.share_of`), then it
+counts again (about log2(cap) counts on the way to the cap, the last ones
+one series apart). The points of a capped tenant that is adding series
+are written at once, not coalesced (:attr:`SeriesCaps.near`), and before
+each count the worker's own are waited for (:attr:`SeriesCaps.before_count`),
+so every count holds the other workers' series but their last admitted:
+the database passes the cap by at most one series per other worker, plus
+the filters' false positives.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class SeriesFilter:
 
 
 class _Tenant:
-    __slots__ = ('series', 'seeded', 'retry_at', 'ready', 'allow')
+    __slots__ = ('series', 'seeded', 'retry_at', 'ready', 'allow',
+                 'counting')
 
     def __init__(self) -> None:
         self.series = SeriesFilter()
@@ -147,6 +150,8 @@ class _Tenant:
         #: New series this worker may admit before it counts the database
         #: again (near the cap).
         self.allow = 0
+        #: The count of the database under way (a future), if any.
+        self.counting = None
         #: Set once the count from the database is in (or could not be).
         self.ready = threading.Event()
 
@@ -178,6 +183,12 @@ class SeriesCaps:
         self.near: set = set()
         self._near_until = time.monotonic() + NEAR_FOR
         self._recounter = None
+        #: Called (tenant id) in the counting thread before each count:
+        #: writes what this worker admitted, so that the count holds it.
+        self.before_count: Optional[Callable[[str], object]] = None
+        #: Called in the counting thread: this worker's share of the
+        #: topic's records (its partitions over all), None if not known.
+        self.share_of: Optional[Callable[[], Optional[float]]] = None
 
     def admit(self, tenant_id: str, key: str, cap: int) -> bool:
         """True if *key* may be written: known, or new within *cap*."""
@@ -227,32 +238,56 @@ class SeriesCaps:
 
     def _recount(self, tenant_id: str, cap: int) -> None:
         """Add what the database holds now (other workers' series) to the
-        tenant's count, and allow half of what is left under the cap before
-        the next count (so the counts come closer together as the cap
-        nears: about log2(cap) of them). The host's thread waits at most
-        ``RECOUNT_WAIT`` seconds: a count that takes longer is added when
-        it comes, and one that fails is tried again ``SEED_RETRY`` seconds
-        later; meanwhile the count is this worker's."""
+        tenant's count, and allow half of this worker's share of what is
+        left under the cap before the next count (so the counts come
+        closer together as the cap nears: about log2(cap) of them). The
+        host's thread waits at most ``RECOUNT_WAIT`` seconds: until the
+        count is in, one new series at a time is admitted, each waiting for
+        it again; a count that fails is tried again ``SEED_RETRY`` seconds
+        later, and meanwhile the count is this worker's."""
         with self._lock:
             state = self._state(tenant_id)
             if time.monotonic() < state.retry_at:
                 state.allow = self._allowance(cap, state.series.count)
                 return
+            future = state.counting
+            if future is None:
+                future = state.counting = self._pool().submit(
+                    self._count_again, tenant_id)
+        try:
+            future.result(RECOUNT_WAIT)
+            counted = True
+        except concurrent.futures.TimeoutError:
+            counted = False  # added when it comes
+        with self._lock:
+            state = self._tenants.get(tenant_id)
+            if state is not None:
+                state.allow = self._allowance(cap, state.series.count) \
+                    if counted else 1
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._recounter is None or self._recounter[0] != os.getpid():
             self._recounter = (os.getpid(), concurrent.futures
                                .ThreadPoolExecutor(2, thread_name_prefix=
                                                    'dbpt-series-count'))
-        future = self._recounter[1].submit(self._count_again, tenant_id)
-        try:
-            future.result(RECOUNT_WAIT)
-        except concurrent.futures.TimeoutError:
-            pass  # added when it comes
-        with self._lock:
-            state = self._tenants.get(tenant_id)
-            if state is not None:
-                state.allow = self._allowance(cap, state.series.count)
+        return self._recounter[1]
 
     def _count_again(self, tenant_id: str) -> None:
+        try:
+            self._count_database(tenant_id)
+        finally:
+            with self._lock:
+                state = self._tenants.get(tenant_id)
+                if state is not None:
+                    state.counting = None
+
+    def _count_database(self, tenant_id: str) -> None:
+        if self.share_of is not None:
+            share = self.share_of()
+            if share is not None:
+                self._share = share
+        if self.before_count is not None:
+            self.before_count(tenant_id)
         try:
             keys = list(self._seed(tenant_id))
         except Exception as exc:  # noqa: BLE001 - counted locally meanwhile

@@ -18,6 +18,7 @@ import json
 
 from oslo_config import cfg
 
+from monasca_persister_dbpt.commits import guard as commit_guard
 from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.limits import TenantLimits
 from monasca_persister_dbpt.repositories.base import ExactJsonNeeded
@@ -27,6 +28,9 @@ from monasca_persister_dbpt.repositories.base import TenantRepository
 
 #: Series keys remembered per worker process (memory stays bounded).
 SERIES_CACHE_SIZE = 65536
+#: Seconds a count of a capped tenant's series waits for this worker's own
+#: writes of the tenant to be stored first.
+COUNT_WRITE_WAIT = 5.0
 
 _MIN_MS, _MAX_MS = lp.MIN_TIME_MS, lp.MAX_TIME_MS
 
@@ -46,6 +50,12 @@ class MetricsRepository(TenantRepository):
         # Near its series cap a tenant's points are written at once, so
         # that the other workers' counts of its database see them.
         self.buffers.urgent = self.limits.series.near
+        # Before each count, what this worker admitted is written (so the
+        # others' counts hold it too), and its share is its partitions'.
+        buffers = self.buffers
+        self.limits.series.before_count = \
+            lambda tenant_id: buffers.written(tenant_id, COUNT_WRITE_WAIT)
+        self.limits.series.share_of = commit_guard.partition_share
         # A changed limit applies to series already admitted, too.
         self.placements.tenant_overrides.listeners.append(self._series.clear)
         self.stats.gauge('series_limit_bytes',

@@ -212,11 +212,12 @@ def test_the_series_cap_is_the_databases_whatever_the_workers(
                           >= 2000, 60), (refused(), _series(influx,
                                                             'mon_flood'))
         held = _series(influx, "mon_flood")
-        # Each worker counted only its own before (401 to 403 here); now
-        # the database is counted as the cap nears. Measured here: 201 to
-        # 273 (what the workers admit while each other's writes are in
-        # flight; see limits.rst).
-        assert cap <= held < 2 * cap, held
+        # Counted alone each worker let 401 to 403 in; counting without
+        # waiting for the others' writes, 201 to 273. Now at most one per
+        # other worker, plus the Bloom filters' false positives (at most
+        # 1% of the 1,800 refused, 0.1% while under 256): measured 201 to
+        # 203 (limits.rst).
+        assert cap <= held <= cap + 1 + 18, held
     finally:
         if layout == 'two persisters':
             procs[1].stop()

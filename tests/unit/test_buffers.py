@@ -303,3 +303,22 @@ def test_points_added_while_a_first_write_fails_are_counted_as_held():
     assert _wait(lambda: buffers.holding())
     assert _wait(lambda: buffers._stats.total('points_held') == 5)
     assert buffers.held() == 5
+
+
+def test_a_tenants_points_are_written_on_request_before_a_series_count():
+    """written() ships a coalescing tenant at once and returns once it is
+    stored; a down tenant's held points make it answer False at once."""
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=60.0, coalesce_points=1000)
+    buffers.add('capped', 'c0')
+    buffers.add('other', 'o0')
+    assert buffers.written('capped', 5)
+    assert writer.written == [('capped', 'c0')]  # only its own
+    assert buffers.written('never-seen', 0)
+    writer.down.add('down')
+    buffers.add('down', 'd0')
+    assert buffers.written('down', 0.5) is False
+    assert _wait(lambda: buffers.held() == 1)
+    start = time.monotonic()
+    assert buffers.written('down', 30) is False
+    assert time.monotonic() - start < 10  # held: not waited for

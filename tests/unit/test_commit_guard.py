@@ -141,3 +141,22 @@ def test_with_a_watermark_only_written_records_of_owned_partitions_commit(
     lib.assigned.append(confluent_kafka.TopicPartition('m', 2))
     consumer.commit()
     assert 2 not in {tp.partition for tp in lib.calls[-1]['offsets']}
+
+
+def test_a_workers_share_is_its_partitions_over_the_topics(
+        host_consumer, monkeypatch):
+    """What the series caps divide by: unknown before the first commit,
+    then the owned partitions over all of the topic's (from metadata)."""
+    import types
+    monkeypatch.setattr(commit_guard, '_consumer', None)
+    monkeypatch.setattr(commit_guard, '_partitions', {})
+    assert commit_guard.partition_share() is None
+    commit_guard.install(True)
+    lib = _FakeLibConsumer(assigned=[('metrics', 1), ('metrics', 3)])
+    lib.list_topics = lambda topic, timeout: types.SimpleNamespace(
+        topics={topic: types.SimpleNamespace(partitions=dict.fromkeys(
+            range(8)))})
+    _bare(host_consumer, lib).commit()
+    assert commit_guard.partition_share() == 0.25
+    lib.assigned = []
+    assert commit_guard.partition_share() is None  # owns nothing now

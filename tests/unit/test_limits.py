@@ -1,6 +1,7 @@
 """Per-tenant limits without a server: rules, overrides, rate, series."""
 
 import logging
+import threading
 import time
 
 import pytest
@@ -341,3 +342,98 @@ def test_every_gauge_of_a_driver_is_its_own_family_in_the_merged_text(
     for name in repo.stats._gauges:
         assert '# TYPE monasca_persister_dbpt_%s gauge' % name in text, name
     assert 'monasca_persister_dbpt_server_up{pid=' in text
+
+
+class _Worker:
+    """A worker whose admitted points reach the database only at its
+    batch's end, or when its series are about to be counted."""
+
+    lock = threading.Lock()
+
+    def __init__(self, database, share, batch):
+        self.database, self.batch, self.pending = database, batch, []
+        self.caps = SeriesCaps(seed=self.read, share=share)
+        self.caps.before_count = lambda tenant: self.write()
+
+    def read(self, tenant):
+        with self.lock:
+            return list(self.database)
+
+    def write(self):
+        with self.lock:
+            self.database.update(self.pending)
+            self.pending = []
+
+    def send(self, key, cap):
+        if self.caps.admit('t', key, cap):
+            self.pending.append(key)
+            if len(self.pending) >= self.batch:
+                self.write()
+
+
+@pytest.mark.parametrize('workers', [2, 3])
+def test_workers_sharing_a_database_pass_its_cap_by_at_most_one_each(
+        workers):
+    """Each worker writes what it admitted before it counts the database,
+    so the others' counts hold it: the database passes the cap by at most
+    one series per other worker (all admitting their last at once)."""
+    database, cap = set(), 100
+    procs = [_Worker(database, 1.0 / workers, batch=40)
+             for _ in range(workers)]
+    for i in range(1000):
+        procs[i % workers].send('s%d' % i, cap)
+    for proc in procs:
+        proc.write()
+    assert cap <= len(database) <= cap + workers - 1, len(database)
+
+
+def test_without_writing_before_counting_the_workers_pass_the_cap():
+    """The stand-in above is a real test: counts that miss the others'
+    unwritten series let the database far past the cap."""
+    database, cap = set(), 100
+    procs = [_Worker(database, 0.5, batch=40) for _ in range(2)]
+    for proc in procs:
+        proc.caps.before_count = None
+    for i in range(1000):
+        procs[i % 2].send('s%d' % i, cap)
+    for proc in procs:
+        proc.write()
+    assert len(database) > cap + 1
+
+
+def test_a_slow_count_admits_one_series_at_a_time(monkeypatch):
+    """The host's thread does not wait for a slow count longer than
+    RECOUNT_WAIT, and meanwhile admits one series for each wait (not the
+    allowance of a count that has not come), with one count under way."""
+    monkeypatch.setattr(series_mod, 'RECOUNT_WAIT', 0.02)
+    release, calls = threading.Event(), []
+
+    def seed(tenant):
+        calls.append(tenant)
+        if len(calls) > 1:  # the first fill is quick, the recounts hang
+            release.wait(10)
+        return []
+    caps = SeriesCaps(seed=seed)
+    try:
+        assert caps.admit('t', 'k0', 1000)  # the fill, then allowance 1
+        assert caps.wait_seeded(5)
+        for i in range(1, 6):
+            assert caps.admit('t', 'k%d' % i, 1000)
+        assert caps._tenants['t'].allow == 0
+        assert len(calls) == 2  # one fill, one recount under way
+    finally:
+        release.set()
+
+
+def test_a_workers_share_follows_its_partitions():
+    """share_of (its partitions over the topic's) replaces the process's
+    1/num_processors once the count thread has asked for it."""
+    caps = SeriesCaps(seed=lambda t: [], share=1.0)
+    caps.share_of = lambda: 0.25
+    caps.admit('t', 'k0', 1000)
+    assert caps.wait_seeded(5)
+    caps.admit('t', 'k1', 1000)
+    caps._tenants['t'].allow = 0
+    caps.admit('t', 'k2', 1000)  # counts again with the new share
+    assert caps._share == 0.25
+    assert caps._tenants['t'].allow == int((1000 - 2) * 0.25 / 2) - 1
