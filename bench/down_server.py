@@ -19,12 +19,12 @@ import argparse
 import gc
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from bench.write_path import configure, host_loop, make_messages  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
                         help='hold the down server\'s points in memory')
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix='dbpt-bench-down-')
+    work = scratch_dir('dbpt-bench-down-')
     first = servers.InfluxServer(os.path.join(work, 'one')).start()
     second = servers.InfluxServer(os.path.join(work, 'two')).start()
     try:

@@ -31,6 +31,7 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from tests import servers  # noqa: E402
 
 WEEK_MS = 7 * 86400 * 1000
@@ -105,7 +106,7 @@ def main():
                         help='also time upstream over its default 520 weeks')
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix='dbpt-bench-migrate-')
+    work = scratch_dir('dbpt-bench-migrate-')
     influx = servers.InfluxServer(os.path.join(work, 'influxd')).start()
     try:
         conf = os.path.join(work, 'persister.conf')

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import uuid
 
@@ -34,6 +33,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bench.soak import children, rss_kib, written  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
@@ -207,7 +207,7 @@ def main():
                              'starts; time from the warm records written '
                              '(database creation) to the last')
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix='dbpt-e2e-')
+    work = scratch_dir('dbpt-e2e-')
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
     print('%8s  %-14s %10s %9s %9s %12s %8s' % (
         'tenants', 'variant', 'records/s', 'vs upstr', 'pts/req',

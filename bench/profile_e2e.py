@@ -18,12 +18,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import run  # noqa: E402
 from bench.soak import children  # noqa: E402
 from bench.write_path import cpu_seconds  # noqa: E402
@@ -69,7 +69,7 @@ def main():
     parser.add_argument('--variant', default='coalescing')
     parser.add_argument('--top', type=int, default=15)
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix='dbpt-profile-')
+    work = scratch_dir('dbpt-profile-')
     raw = os.path.join(work, 'py-spy.txt')
     tenants = ['%032x' % (0xbe0000 + i) for i in range(args.tenants)]
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000

@@ -20,13 +20,13 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import produce  # noqa: E402
 from bench.servers_e2e import close_all, print_servers  # noqa: E402
 from bench.servers_e2e import wait_written  # noqa: E402
@@ -56,7 +56,7 @@ def main():
     parser.add_argument('--workers', type=int, default=4,
                         help='--workers of the rebalance (moves in parallel)')
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix='dbpt-rebalance-')
+    work = scratch_dir('dbpt-rebalance-')
     influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i))
                 .start() for i in range(args.servers + 1)]
     old, added = influxes[:-1], influxes[-1]

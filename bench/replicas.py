@@ -19,12 +19,12 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import produce  # noqa: E402
 from bench.servers_e2e import close_all, wait_written  # noqa: E402
 from bench.soak import children  # noqa: E402
@@ -47,7 +47,7 @@ def cpu_s(pid: int) -> float:
 
 def run(tenant_count: int, replicas: int, n_records: int, batch: int,
         repair: bool) -> dict:
-    work = tempfile.mkdtemp(prefix='dbpt-replicas-')
+    work = scratch_dir('dbpt-replicas-')
     influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i))
                 .start() for i in range(3)]
     broker = servers.KafkaBroker(os.path.join(work, 'tansu')).start()

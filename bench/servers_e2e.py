@@ -10,19 +10,27 @@ to the new server).
 
     .venv/bin/python bench/servers_e2e.py
     .venv/bin/python bench/servers_e2e.py --tenants 2000 --servers 2
+    .venv/bin/python bench/servers_e2e.py --tenants 10000 --servers 6 \
+        --nofile 1048576
+
+``--nofile`` raises each influxd's open-files limit as ``LimitNOFILE``
+would (as far as this machine's hard limit lets: influxd 1.6 keeps 8
+files open per database, its series file, and one or more per shard).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import produce  # noqa: E402
 from bench.soak import children, rss_kib, written  # noqa: E402
 from monasca_persister_dbpt.placement import Server  # noqa: E402
@@ -44,11 +52,24 @@ def wait_written(stats, n, persister, timeout=3600):
 
 
 def print_servers(names, influxes) -> None:
-    """Tenant databases and RSS of each influxd."""
+    """Tenant databases, RSS and open files of each influxd."""
     for name, influx in zip(names, influxes):
-        print('  influxd %-8s %5d databases, RSS %5.0f MiB' % (
-            name, len(influx.databases() - {'_dbpt_moves'}),
-            rss_kib(influx.proc.pid) / 1024))
+        files, limit = influx.open_files()
+        print('  influxd %-8s %5d databases, RSS %5.0f MiB, %d of %d files '
+              'open' % (name, len(influx.databases() - {'_dbpt_moves'}),
+                        rss_kib(influx.proc.pid) / 1024, files, limit))
+
+
+def requests_made(stats_glob: str) -> tuple[int, int]:
+    """(points written, write requests) over the workers' stats files."""
+    points = made = 0
+    for path in glob.glob(stats_glob):
+        if not path.endswith('.tmp'):
+            with open(path) as handle:
+                totals = json.load(handle)['totals']
+            points += totals.get('points_written', 0)
+            made += totals.get('write_requests', 0)
+    return points, made
 
 
 def close_all(persisters, broker, influxes) -> None:
@@ -65,10 +86,16 @@ def main():
     parser.add_argument('--servers', type=int, default=4)
     parser.add_argument('--records', type=int, default=300000)
     parser.add_argument('--batch', type=int, default=20000)
+    parser.add_argument('--nofile', type=int, default=0,
+                        help='open files each influxd may have (0: '
+                             'inherited)')
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix='dbpt-servers-')
-    influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i))
-                .start() for i in range(args.servers)]
+    if args.tenants < 1 or args.servers < 1 or args.records < 1:
+        parser.error('--tenants, --servers and --records must be >= 1')
+    work = scratch_dir('dbpt-servers-')
+    influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i),
+                                     nofile=args.nofile).start()
+                for i in range(args.servers)]
     broker = servers.KafkaBroker(os.path.join(work, 'tansu')).start()
     stop = []
     try:
@@ -96,6 +123,8 @@ def main():
         started = time.monotonic()
         wait_written(stats, len(warm), persister)
         first = time.monotonic() - started
+        time.sleep(1.5)  # one more stats report
+        warm_requests = requests_made(stats)[1]
         produce(broker, 'metrics', payloads)
         started = time.monotonic()
         peak = wait_written(stats, len(warm) + len(payloads), persister)
@@ -104,8 +133,11 @@ def main():
             args.tenants, args.servers, args.records, args.batch))
         print('  first flush (a database per tenant): %.1f s, %.0f '
               'databases/s' % (first, args.tenants / first))
-        print('  records: %.0f/s; worker RSS peak %.0f MiB' % (
-            len(payloads) / took, peak / 1024))
+        time.sleep(1.5)
+        made = requests_made(stats)[1] - warm_requests
+        print('  records: %.0f/s, %.0f points per request; worker RSS peak '
+              '%.0f MiB' % (len(payloads) / took, len(payloads) /
+                            max(made, 1), peak / 1024))
         print_servers(names, influxes)
         persister.stop()
         # Adding one more server: who would move, and where to.

@@ -17,13 +17,13 @@ import glob
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
@@ -67,7 +67,7 @@ def main():
     parser.add_argument('--batch', type=int, default=20000)
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix='dbpt-soak-')
+    work = scratch_dir('dbpt-soak-')
     influx = servers.InfluxServer(os.path.join(work, 'influxd')).start()
     broker = servers.KafkaBroker(os.path.join(work, 'tansu')).start()
     persister = None

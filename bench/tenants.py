@@ -30,6 +30,7 @@ import types
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.scratch import scratch_dir  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from monasca_persister_dbpt import conf as dbpt_conf  # noqa: E402
@@ -75,7 +76,7 @@ def main():
     parser.add_argument('--points', type=int, default=300000,
                         help='points of the tenant exported and imported')
     args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix='dbpt-tenants-')
+    work = scratch_dir('dbpt-tenants-')
     influxes = [servers.InfluxServer(os.path.join(work, 'influx%d' % i))
                 .start() for i in range(args.servers)]
     try:

@@ -61,6 +61,36 @@ function configure_monasca_persister_dbpt {
     iniset "$MONASCA_API_CONF" influxdb db_per_tenant True
 }
 
+# The drop-in that raises influxd's open-files limit.
+function _dbpt_influxdb_dropin {
+    echo "$MONASCA_PERSISTER_DBPT_SYSTEMD_DIR/$MONASCA_PERSISTER_DBPT_INFLUXDB_UNIT.service.d/monasca-persister-dbpt.conf"
+}
+
+# One database per tenant means thousands of databases on one influxd, each
+# with 8 files open: raise LimitNOFILE of its unit, or say why not.
+function raise_influxdb_open_files {
+    local limit=$MONASCA_PERSISTER_DBPT_INFLUXDB_NOFILE
+    local unit=$MONASCA_PERSISTER_DBPT_INFLUXDB_UNIT
+    if [[ "$limit" == "0" ]]; then
+        return 0
+    fi
+    if ! [[ "$limit" =~ ^[1-9][0-9]*$ ]]; then
+        die $LINENO "MONASCA_PERSISTER_DBPT_INFLUXDB_NOFILE must be a number of files, not '$limit'"
+    fi
+    if ! sudo systemctl cat "$unit.service" >/dev/null 2>&1; then
+        echo "monasca-persister-dbpt: no systemd unit $unit.service here," \
+            "so the open-files limit of influxd is left as it is; raise it" \
+            "to $limit where influxd runs (8 files a tenant database)"
+        return 0
+    fi
+    local dropin
+    dropin=$(_dbpt_influxdb_dropin)
+    sudo install -d -m 0755 "$(dirname "$dropin")"
+    printf '[Service]\nLimitNOFILE=%s\n' "$limit" | sudo tee "$dropin" >/dev/null
+    sudo systemctl daemon-reload
+    sudo systemctl restart "$unit.service"
+}
+
 function migrate_monasca_persister_dbpt {
     if [[ "$MONASCA_PERSISTER_DBPT_MIGRATE" != "True" ]]; then
         return 0
@@ -95,6 +125,15 @@ function unconfigure_monasca_persister_dbpt {
     fi
 }
 
+function lower_influxdb_open_files {
+    local dropin
+    dropin=$(_dbpt_influxdb_dropin)
+    if [[ -e "$dropin" ]] || sudo test -e "$dropin"; then
+        sudo rm -f "$dropin"
+        sudo systemctl daemon-reload
+    fi
+}
+
 function uninstall_monasca_persister_dbpt {
     if [[ -n "$MONASCA_PERSISTER_DBPT_PIP" ]]; then
         "$MONASCA_PERSISTER_DBPT_PIP" uninstall -y monasca-persister-dbpt || true
@@ -112,6 +151,7 @@ if [[ "$1" == "stack" ]]; then
         post-config)
             echo_summary "Configuring monasca-persister-dbpt"
             configure_monasca_persister_dbpt
+            raise_influxdb_open_files
             ;;
         extra)
             migrate_monasca_persister_dbpt
@@ -125,6 +165,7 @@ fi
 
 if [[ "$1" == "clean" ]]; then
     unconfigure_monasca_persister_dbpt
+    lower_influxdb_open_files
     uninstall_monasca_persister_dbpt
 fi
 

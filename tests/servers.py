@@ -98,8 +98,12 @@ class InfluxServer:
         ''')
 
     def __init__(self, workdir: Optional[str] = None,
-                 cq_interval: str = '1s', auth: bool = False) -> None:
+                 cq_interval: str = '1s', auth: bool = False,
+                 nofile: int = 0) -> None:
         self.auth = auth
+        #: Open files influxd may have (raised as far as the hard limit
+        #: lets, as LimitNOFILE would); 0: what it inherits.
+        self.nofile = nofile
         self.proc: Optional[subprocess.Popen] = None
         self._container = None
         self._own_dir = workdir is None
@@ -141,9 +145,29 @@ class InfluxServer:
         with open(self.log, 'ab') as log:
             self.proc = subprocess.Popen(
                 [influxd, 'run', '-config', config], stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=self._limits if self.nofile else None)
         self.wait()
         return self
+
+    def _limits(self) -> None:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = self.nofile if hard == resource.RLIM_INFINITY else \
+            min(self.nofile, hard)
+        try:  # as root, past the hard limit too (CAP_SYS_RESOURCE)
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (self.nofile, self.nofile))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    def open_files(self) -> tuple[int, int]:
+        """(files influxd has open, its soft limit)."""
+        pid = self.proc.pid
+        with open('/proc/%d/limits' % pid) as handle:
+            limit = next(int(line.split()[3]) for line in handle
+                         if line.startswith('Max open files'))
+        return len(os.listdir('/proc/%d/fd' % pid)), limit
 
     def _start_container(self) -> 'InfluxServer':  # pragma: no cover
         from testcontainers.core.container import DockerContainer

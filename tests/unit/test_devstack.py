@@ -27,7 +27,14 @@ function iniset { _ini set "$@"; }
 function inidelete { _ini del "$@"; }
 function setup_develop { echo "setup_develop $*" >> "$CALLS"; }
 function pip_uninstall { echo "pip_uninstall $*" >> "$CALLS"; }
-function sudo { echo "sudo $*" >> "$CALLS"; }
+function sudo {
+    echo "sudo $*" >> "$CALLS"
+    case "$1" in
+        tee|rm|test) "$@" ;;  # in the test's own folders
+        systemctl) [[ "$2" != cat || -n "$UNIT_EXISTS" ]] ;;
+    esac
+}
+function die { echo "die $*" >> "$CALLS"; exit 1; }
 function echo_summary { :; }
 function define_plugin { :; }
 function plugin_requires { :; }
@@ -40,10 +47,11 @@ def run_phase(tmp_path, *phase, **env):
     full_env = {'PATH': '/usr/bin:/bin', 'PYTHON': sys.executable,
                 'DEST': str(tmp_path), 'CALLS': str(tmp_path / 'calls'),
                 'MONASCA_PERSISTER_CONF': str(tmp_path / 'persister.conf'),
-                'MONASCA_API_CONF': str(tmp_path / 'api.conf')}
+                'MONASCA_API_CONF': str(tmp_path / 'api.conf'),
+                'MONASCA_PERSISTER_DBPT_SYSTEMD_DIR': str(tmp_path / 'systemd')}
     full_env.update(env)
-    subprocess.run(['bash', '-c', script], check=True, env=full_env,
-                   capture_output=True)
+    return subprocess.run(['bash', '-c', script], check=True,
+                          env=full_env, capture_output=True, text=True)
 
 
 def read(path):
@@ -129,6 +137,33 @@ def test_unstack_and_clean_leave_nothing_of_ours(confs):
     assert not api.has_section('dbpt') or not dict(api['dbpt'])
     assert 'dbpt' not in api['repositories']['metrics_driver']
     assert 'pip_uninstall monasca-persister-dbpt' in (confs / 'calls').read_text()
+
+
+def test_post_config_raises_influxds_open_files_with_a_drop_in(confs):
+    dropin = confs / 'systemd/influxdb.service.d/monasca-persister-dbpt.conf'
+    dropin.parent.mkdir(parents=True)
+    run_phase(confs, 'stack', 'post-config', UNIT_EXISTS='1',
+              MONASCA_PERSISTER_DBPT_INFLUXDB_NOFILE='200000')
+    assert dropin.read_text() == '[Service]\nLimitNOFILE=200000\n'
+    calls = (confs / 'calls').read_text()
+    assert calls.index('sudo systemctl daemon-reload') < \
+        calls.index('sudo systemctl restart influxdb.service')
+    run_phase(confs, 'clean')
+    assert not dropin.exists()
+
+
+def test_without_an_influxdb_unit_the_limit_is_left_and_said(confs):
+    out = run_phase(confs, 'stack', 'post-config').stdout
+    assert 'no systemd unit influxdb.service here' in out
+    assert 'restart' not in (confs / 'calls').read_text()
+
+
+def test_a_bad_open_files_value_stops_the_stack_naming_it(confs):
+    with pytest.raises(subprocess.CalledProcessError):
+        run_phase(confs, 'stack', 'post-config', UNIT_EXISTS='1',
+                  MONASCA_PERSISTER_DBPT_INFLUXDB_NOFILE='lots')
+    assert 'MONASCA_PERSISTER_DBPT_INFLUXDB_NOFILE must be a number' in \
+        (confs / 'calls').read_text()
 
 
 @pytest.mark.skipif(not shutil.which('shellcheck'),
