@@ -68,6 +68,9 @@ def main():
     parser.add_argument('--batch', type=int, default=20000)
     parser.add_argument('--variant', default='coalescing')
     parser.add_argument('--top', type=int, default=15)
+    parser.add_argument('--produce-first', action='store_true',
+                        help='every record in Kafka before the persister '
+                             'starts (the producer is not timed)')
     args = parser.parse_args()
     work = scratch_dir('dbpt-profile-')
     raw = os.path.join(work, 'py-spy.txt')
@@ -103,7 +106,8 @@ def main():
                     '%s %.2f' % (k, v / took) for k, v in used.items())))
         return done
     rate, per_request, rss, ceiling = run(args.variant, tenants, payloads,
-                                          warm, work, args.batch, watch)
+                                          warm, work, args.batch, watch,
+                                          produce_first=args.produce_first)
     print('%s at %d tenants: %.0f records/s, %.0f points per request, '
           'ceiling %.0f points/s at that size' % (
               args.variant, args.tenants, rate, per_request or 0, ceiling))
