@@ -9,9 +9,12 @@ creation is measured by bench/write_path.py), then times the records from
 the persister's start to the last point written. Host defaults: batch
 20,000, one worker.
 
-Prints records/s, points per write request, worker RSS, and the ceiling: the
-same points POSTed straight to /write at the same points per request over
-two connections.
+Prints records/s (from the start to the last point written), the steady
+records/s (while the backlog is worked off, from 10% to 90% of the records
+handed to the driver: without the tail, up to ``max_delay``, in which the
+last coalesced points wait), points per write request, worker RSS, and the
+ceiling: the same points POSTed straight to /write at the same points per
+request over two connections.
 
     .venv/bin/python bench/persister_e2e.py
     .venv/bin/python bench/persister_e2e.py --tenants 10,1000 --records 200000
@@ -70,7 +73,7 @@ def processed(log_path):
 
 
 def run(variant, tenants, payloads, warm, work, batch, watch=None,
-        produce_first=False):
+        produce_first=False, extra=''):
     """One variant; *watch(persister, influx)*, if given, is called when
     the timed records are produced and returns a callable called when they
     are written (bench/profile_e2e.py profiles with it)."""
@@ -100,6 +103,8 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             os.environ['PYTHONPATH'] = ROOT
             os.environ['DBPT_BENCH_CONSUME_BATCH'] = str(
                 CONSUME_BATCH if variant == 'noop batched' else 0)
+        if extra and not counted_by_host:
+            settings['extra'] += '\n' + extra
         persister = servers.Persister(influx, broker, os.path.join(
             work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
         started.append(persister)
@@ -117,19 +122,23 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         start = time.monotonic()
         done_watching = watch(persister, influx) if watch else None
         peak = 0
+        progress = []  # (time, records the host handed to the driver)
         while not done(len(warm) + len(payloads)):
             if time.monotonic() > deadline or not persister.alive():
                 raise RuntimeError('%s: not done: %s' % (
                     variant, persister.logtext()[-1500:]))
             peak = max(peak, sum(rss_kib(p) for p in
                                  children(persister.proc.pid)))
+            progress.append((time.monotonic(),
+                             processed(persister.log) - len(warm)))
             time.sleep(0.1)
         took = time.monotonic() - start
+        steady = steady_rate(progress, len(payloads))
         if done_watching is not None:
             done_watching(took)
         per_request = None
         if variant.startswith('noop'):
-            return len(payloads) / took, None, peak / 1024, None
+            return len(payloads) / took, None, peak / 1024, None, steady
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report
             totals = {}
@@ -147,12 +156,31 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         persister.stop()
         ceiling = post_ceiling(influx, tenants, payloads_lines(payloads),
                                max(1, int(round(per_request))))
-        return len(payloads) / took, per_request, peak / 1024, ceiling
+        return len(payloads) / took, per_request, peak / 1024, ceiling, \
+            steady
+
     finally:
         for persister in started:  # also when a run fails: no orphans
             persister.stop()
         broker.close()
         influx.close()
+
+
+def steady_rate(progress, total, low=0.1, high=0.9):
+    """Records/s between *low* and *high* of *total* handed to the driver
+    (the host's "Processed N messages" lines): the rate while the backlog
+    is worked off, without the start-up before it or the tail after it
+    (the last coalesced points wait up to max_delay, a constant whatever
+    the backlog). None when the run was too short to say."""
+    def when(count):
+        for (t0, c0), (t1, c1) in zip(progress, progress[1:]):
+            if c0 < count <= c1:
+                return t0 + (t1 - t0) * (count - c0) / (c1 - c0)
+        return None
+    start, end = when(total * low), when(total * high)
+    if start is None or end is None or end <= start:
+        return None
+    return total * (high - low) / (end - start)
 
 
 def payloads_lines(payloads):
@@ -206,12 +234,18 @@ def main():
                         help='produce every record before the persister '
                              'starts; time from the warm records written '
                              '(database creation) to the last')
+    parser.add_argument('--dbpt', action='append', default=[],
+                        metavar='OPTION=VALUE',
+                        help='a [dbpt] option for our variants (repeatable)')
     args = parser.parse_args()
+    for option in args.dbpt:
+        if '=' not in option:
+            parser.error('--dbpt takes OPTION=VALUE, not %r' % option)
     work = scratch_dir('dbpt-e2e-')
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
-    print('%8s  %-14s %10s %9s %9s %12s %8s' % (
-        'tenants', 'variant', 'records/s', 'vs upstr', 'pts/req',
-        'ceiling pt/s', 'RSS MiB'))
+    print('%8s  %-14s %10s %9s %9s %9s %12s %8s' % (
+        'tenants', 'variant', 'records/s', 'vs upstr', 'steady/s',
+        'pts/req', 'ceiling pt/s', 'RSS MiB'))
     for count in [int(t) for t in args.tenants.split(',')]:
         tenants = ['%032x' % (0xbe0000 + i) for i in range(count)]
         warm = records.metric_stream(count, tenants, start_ms - 10 ** 6,
@@ -222,12 +256,15 @@ def main():
         for variant in args.variants.split(','):
             results[variant] = run(variant, tenants, payloads, warm, work,
                                    args.batch,
-                                   produce_first=args.produce_first)
+                                   produce_first=args.produce_first,
+                                   extra='\n'.join(args.dbpt))
         base = results.get('upstream', (None,))[0]
-        for variant, (rate, per_request, rss, ceiling) in results.items():
-            print('%8d  %-14s %10.0f %9s %9.1f %12.0f %8.1f' % (
+        for variant, (rate, per_request, rss, ceiling, steady) in \
+                results.items():
+            print('%8d  %-14s %10.0f %9s %9s %9.1f %12.0f %8.1f' % (
                 count, variant, rate,
-                '%.2fx' % (rate / base) if base else '-', per_request or 0,
+                '%.2fx' % (rate / base) if base else '-',
+                '%.0f' % steady if steady else '-', per_request or 0,
                 ceiling or 0, rss))
             sys.stdout.flush()
 

@@ -105,7 +105,7 @@ def main():
                 len(payloads), took, len(payloads) / took, ', '.join(
                     '%s %.2f' % (k, v / took) for k, v in used.items())))
         return done
-    rate, per_request, rss, ceiling = run(args.variant, tenants, payloads,
+    rate, per_request, rss, ceiling, _ = run(args.variant, tenants, payloads,
                                           warm, work, args.batch, watch,
                                           produce_first=args.produce_first)
     print('%s at %d tenants: %.0f records/s, %.0f points per request, '

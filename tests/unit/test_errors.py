@@ -43,3 +43,4 @@ def test_table_ends_with_a_catch_all_that_retries():
     last = errors.ERROR_TABLE[-1]
     assert (last.status, last.contains, last.action) == (None, '',
                                                          Action.RETRY)
+
