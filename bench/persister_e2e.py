@@ -11,8 +11,9 @@ the persister's start to the last point written. Host defaults: batch
 
 Prints records/s (from the start to the last point written), the steady
 records/s (while the backlog is worked off, from 10% to 90% of the records
-handed to the driver: without the tail, up to ``max_delay``, in which the
-last coalesced points wait), points per write request, worker RSS, and the
+handed to the driver for upstream and the no-op, of the points written for
+ours: without the tail, up to ``max_delay``, in which the last coalesced
+points wait), points per write request, worker RSS, and the
 ceiling: the same points POSTed straight to /write at the same points per
 request over two connections.
 
@@ -110,30 +111,39 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         started.append(persister)
         stats = os.path.join(persister.dir, 'stats.json.*')
 
-        def done(n):
+        def count():
+            # Records handed to the driver (the host's "Processed N
+            # messages" lines) for the host's drivers; points written for
+            # ours (which may hold up to buffered_points_max unwritten).
             if counted_by_host:
-                return processed(persister.log) >= n
-            return written(stats) >= n
+                return processed(persister.log)
+            return written(stats)
+
+        def done(n):
+            return count() >= n
+        progress = []  # (time, count), from the persister's start
         deadline = time.monotonic() + 600
         while not done(len(warm)) and time.monotonic() < deadline:
+            progress.append((time.monotonic(), count()))
             time.sleep(0.05 if produce_first else 0.2)
         if not produce_first:
             produce(broker, 'metrics', payloads)
         start = time.monotonic()
         done_watching = watch(persister, influx) if watch else None
         peak = 0
-        progress = []  # (time, records the host handed to the driver)
+        if not produce_first:
+            progress = []  # the records come now
         while not done(len(warm) + len(payloads)):
             if time.monotonic() > deadline or not persister.alive():
                 raise RuntimeError('%s: not done: %s' % (
                     variant, persister.logtext()[-1500:]))
             peak = max(peak, sum(rss_kib(p) for p in
                                  children(persister.proc.pid)))
-            progress.append((time.monotonic(),
-                             processed(persister.log) - len(warm)))
+            progress.append((time.monotonic(), count()))
             time.sleep(0.1)
         took = time.monotonic() - start
-        steady = steady_rate(progress, len(payloads))
+        steady = steady_rate([(t, c - len(warm)) for t, c in progress],
+                             len(payloads))
         if done_watching is not None:
             done_watching(took)
         per_request = None
@@ -167,13 +177,18 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
 
 
 def steady_rate(progress, total, low=0.1, high=0.9):
-    """Records/s between *low* and *high* of *total* handed to the driver
-    (the host's "Processed N messages" lines): the rate while the backlog
-    is worked off, without the start-up before it or the tail after it
-    (the last coalesced points wait up to max_delay, a constant whatever
-    the backlog). None when the run was too short to say."""
+    """Records/s between *low* and *high* of *total* (*progress*: time and
+    records counted): the rate while the backlog is worked off, without
+    the start-up before it or the tail after it (the last coalesced points
+    wait up to max_delay, a constant whatever the backlog). None when the
+    run was too short to say."""
+    # Counts come from files rewritten every second or so: keep the
+    # moments each new value was first seen.
+    changes = [(t, c) for i, (t, c) in enumerate(progress)
+               if i == 0 or c != progress[i - 1][1]]
+
     def when(count):
-        for (t0, c0), (t1, c1) in zip(progress, progress[1:]):
+        for (t0, c0), (t1, c1) in zip(changes, changes[1:]):
             if c0 < count <= c1:
                 return t0 + (t1 - t0) * (count - c0) / (c1 - c0)
         return None
