@@ -6,6 +6,7 @@ three tenants (and a few hostile records), and prints each tenant's database.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> int:
             persister.stop()
         broker.close()
         influx.close()
+        shutil.rmtree(work, ignore_errors=True)  # a demo leaves nothing
 
 
 def _alarms(influx, db) -> int:
