@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import sys
@@ -38,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.scratch import scratch_dir  # noqa: E402
-from bench.soak import children, rss_kib, written  # noqa: E402
+from bench.soak import children, rss_kib, totals, written  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
@@ -151,15 +150,10 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             return len(payloads) / took, None, peak / 1024, None, steady
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report
-            totals = {}
-            for path in __import__('glob').glob(stats):
-                if not path.endswith('.tmp'):
-                    with open(path) as handle:
-                        for k, v in json.load(handle)['totals'].items():
-                            totals[k] = totals.get(k, 0) + v
-            if totals.get('write_requests'):
-                per_request = (totals['points_written'] - len(warm)) / max(
-                    totals['write_requests'] - len(tenants), 1)
+            summed = totals(stats)
+            if summed.get('write_requests'):
+                per_request = (summed['points_written'] - len(warm)) / max(
+                    summed['write_requests'] - len(tenants), 1)
         else:
             # One request per tenant per host flush.
             per_request = min(batch, len(payloads)) / min(len(tenants), batch)

@@ -21,8 +21,6 @@ files open per database, its series file, and one or more per shard).
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import sys
 import time
@@ -32,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import produce  # noqa: E402
-from bench.soak import children, rss_kib, written  # noqa: E402
+from bench.soak import children, rss_kib, totals, written  # noqa: E402
 from monasca_persister_dbpt.placement import Server  # noqa: E402
 from monasca_persister_dbpt.placement.servers import ServerMap  # noqa: E402
 from tests import records  # noqa: E402
@@ -58,18 +56,6 @@ def print_servers(names, influxes) -> None:
         print('  influxd %-8s %5d databases, RSS %5.0f MiB, %d of %d files '
               'open' % (name, len(influx.databases() - {'_dbpt_moves'}),
                         rss_kib(influx.proc.pid) / 1024, files, limit))
-
-
-def requests_made(stats_glob: str) -> tuple[int, int]:
-    """(points written, write requests) over the workers' stats files."""
-    points = made = 0
-    for path in glob.glob(stats_glob):
-        if not path.endswith('.tmp'):
-            with open(path) as handle:
-                totals = json.load(handle)['totals']
-            points += totals.get('points_written', 0)
-            made += totals.get('write_requests', 0)
-    return points, made
 
 
 def close_all(persisters, broker, influxes) -> None:
@@ -124,7 +110,7 @@ def main():
         wait_written(stats, len(warm), persister)
         first = time.monotonic() - started
         time.sleep(1.5)  # one more stats report
-        warm_requests = requests_made(stats)[1]
+        warm_requests = totals(stats).get('write_requests', 0)
         produce(broker, 'metrics', payloads)
         started = time.monotonic()
         peak = wait_written(stats, len(warm) + len(payloads), persister)
@@ -134,7 +120,7 @@ def main():
         print('  first flush (a database per tenant): %.1f s, %.0f '
               'databases/s' % (first, args.tenants / first))
         time.sleep(1.5)
-        made = requests_made(stats)[1] - warm_requests
+        made = totals(stats).get('write_requests', 0) - warm_requests
         print('  records: %.0f/s, %.0f points per request; worker RSS peak '
               '%.0f MiB' % (len(payloads) / took, len(payloads) /
                             max(made, 1), peak / 1024))

@@ -47,17 +47,24 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def written(stats_glob: str) -> int:
-    total = 0
+def totals(stats_glob: str) -> dict:
+    """The workers' stats files' totals, summed (a file being rewritten
+    is skipped: it is read again at the next look)."""
+    out: dict = {}
     for path in glob.glob(stats_glob):
         if path.endswith('.tmp'):
             continue
         try:
             with open(path) as handle:
-                total += json.load(handle)['totals'].get('points_written', 0)
+                for key, value in json.load(handle)['totals'].items():
+                    out[key] = out.get(key, 0) + value
         except (OSError, ValueError):
             pass
-    return total
+    return out
+
+
+def written(stats_glob: str) -> int:
+    return totals(stats_glob).get('points_written', 0)
 
 
 def main():

@@ -128,7 +128,7 @@ function unconfigure_monasca_persister_dbpt {
 function lower_influxdb_open_files {
     local dropin
     dropin=$(_dbpt_influxdb_dropin)
-    if [[ -e "$dropin" ]] || sudo test -e "$dropin"; then
+    if sudo test -e "$dropin"; then
         sudo rm -f "$dropin"
         sudo systemctl daemon-reload
     fi

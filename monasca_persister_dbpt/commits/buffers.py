@@ -510,14 +510,12 @@ class TenantBuffers:
             time.sleep(max(pause, 1.0) if idle else pause)
             try:
                 self._ship_due()
-            except RuntimeError as exc:
-                if 'shutdown' in str(exc):
+            except Exception as exc:  # noqa: BLE001 - the timer must go on
+                if isinstance(exc, RuntimeError) and 'shutdown' in str(exc):
                     # The writer's pool is gone (the process is exiting):
                     # nothing can be written, and what is buffered stays
                     # uncommitted, so it is read again after the restart.
                     return
-                LOG.exception('writing buffered points')
-            except Exception:  # noqa: BLE001 - the timer must go on
                 LOG.exception('writing buffered points')
             if self.spill is not None:
                 try:

@@ -300,14 +300,21 @@ class SeriesCaps:
                 if state is not None:
                     state.retry_at = time.monotonic() + SEED_RETRY
             return
-        with self._lock:
-            state = self._tenants.get(tenant_id)
-            if state is None:
-                return
-            before = state.series.nbytes
-            for key in keys:
-                state.series.add(key)
-            self._grew(state.series.nbytes - before)
+        self._add_keys(tenant_id, keys)
+
+    def _add_keys(self, tenant_id: str, keys: list) -> None:
+        """Add what a count of the database found, in slices, so that the
+        write path never waits long (nothing if the tenant was dropped
+        meanwhile: it is counted again when it comes back)."""
+        for start in range(0, len(keys), 2000):
+            with self._lock:
+                state = self._tenants.get(tenant_id)
+                if state is None:
+                    return
+                before = state.series.nbytes
+                for key in keys[start:start + 2000]:
+                    state.series.add(key)
+                self._grew(state.series.nbytes - before)
 
     def _state(self, tenant_id: str) -> _Tenant:
         state = self._tenants.get(tenant_id)
@@ -377,16 +384,7 @@ class SeriesCaps:
                         state.retry_at = time.monotonic() + SEED_RETRY
                         state.ready.set()  # admit meanwhile, not wait
                 continue
-            # In slices, so that the write path never waits long.
-            for start in range(0, len(keys), 2000):
-                with self._lock:
-                    state = self._tenants.get(tenant_id)
-                    if state is None:  # dropped meanwhile: filled when back
-                        break
-                    before = state.series.nbytes
-                    for key in keys[start:start + 2000]:
-                        state.series.add(key)
-                    self._grew(state.series.nbytes - before)
+            self._add_keys(tenant_id, keys)
             with self._lock:
                 state = self._tenants.get(tenant_id)
                 if state is not None:
