@@ -551,15 +551,18 @@ class TenantBuffers:
         its server is down (its points are held)."""
         deadline = time.monotonic() + within
         while True:
-            self._ship(tenant)  # nothing when in flight already
             with self._lock:
                 buf = self._buffers.get(tenant)
                 if buf is None or (not buf.lines and not buf.busy):
                     return True
                 left = deadline - time.monotonic()
                 if buf.held or left <= 0:
-                    return False
-                self._lock.wait(min(0.05, left))
+                    return False  # held points keep their server's backoff
+                ship = not buf.busy
+                if not ship:
+                    self._lock.wait(min(0.05, left))
+            if ship:
+                self._ship(tenant)
 
     # -- reading -----------------------------------------------------------
 
