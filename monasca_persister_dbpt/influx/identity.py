@@ -13,7 +13,9 @@ Two processes meeting a new server at the same moment may both write an
 id. Ids are never removed, so a server's ids only grow: two names are one
 server when the ids read through them *intersect*, which holds whatever
 the order of those first writes (every name is given an id before any is
-read). The server's id is the oldest one.
+read). The server's id is the oldest one. A server given its first id
+came back without its data only when another server met it by an id it
+does not hold: the other id of such a race is not a sign of it.
 """
 
 from __future__ import annotations
@@ -80,14 +82,20 @@ def _dated_ids(result: Mapping) -> list:
             if row[1]]
 
 
-def peers_of(writer, server: Server, retry_for: float) -> set:
-    """The URLs of the servers *server* has met (see :data:`PEERS`)."""
+def peers_of(writer, server: Server, retry_for: float) -> dict:
+    """The servers *server* has met (see :data:`PEERS`): URL -> the ids
+    it met them by."""
     result = writer.retrying(
         server, 'reading the servers it met',
         lambda: writer.query(server, SELECT_PEERS), retry_for=retry_for,
         fail_fast=False)[0]
-    return {(series.get('tags') or {}).get('url') for series in
-            result.get('series') or ()} - {None}
+    met: dict = {}
+    for series in result.get('series') or ():
+        url = (series.get('tags') or {}).get('url')
+        if url is not None:
+            met.setdefault(url, set()).update(
+                row[1] for row in series.get('values') or () if row[1])
+    return met
 
 
 def record_peers(writer, servers: Mapping[str, Server], ids: Mapping,
@@ -212,13 +220,16 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
     if created and create:
         # Given an id now, but met before by another server: back empty.
         others = [n for n in names if n not in created and n not in failed]
-        met: set = set()
+        met: dict = {}
         for name in others:
             try:
-                met |= peers_of(writer, servers[name], retry_for)
+                for url, ids in peers_of(writer, servers[name],
+                                         retry_for).items():
+                    met.setdefault(url, set()).update(ids)
             except Exception:  # noqa: BLE001 - not known: not claimed
                 continue
-        found.new = [n for n in created if servers[n].url in met]
+        found.new = [n for n in created if _met_by_another_id(
+            writer, servers[n], met.get(servers[n].url), retry_for)]
     if create:
         record_peers(writer, servers, found.ids, retry_for)
     seen: dict = {}
@@ -239,6 +250,24 @@ def identify(writer, servers: Mapping[str, Server], *, create: bool = True,
                     'it is one of the other configured servers yet',
                     describe(name, servers[name]), why)
     return found
+
+
+def _met_by_another_id(writer, server: Server, met: Optional[set],
+                       retry_for: float) -> bool:
+    """Whether another server met *server* by an id it no longer holds.
+
+    Another process meeting the same new server at the same moment writes
+    an id of its own and records it as a peer: that id is the server's
+    too, so it is no sign of lost data. Its ids are read again, after the
+    peers were: an id recorded as a peer was written before the record.
+    """
+    if not met:
+        return False
+    try:
+        held = set(read_ids(writer, server, retry_for))
+    except Exception:  # noqa: BLE001 - not known: not claimed
+        return False
+    return not met & held
 
 
 def distinct(writer, a: Server, b: Server,

@@ -98,6 +98,33 @@ def test_two_servers_get_distinct_ids_and_keep_them(influx, two, influx_conf):
                              servers['two']) is None
 
 
+def test_a_server_met_by_two_processes_at_once_is_not_taken_for_empty(
+        influx, two, monkeypatch):
+    """The metrics and alarms persisters meet a new server together: both
+    write an id and one of them finds the other's peer record; only a
+    server that lost the id it was met by came back empty."""
+    from monasca_persister_dbpt.influx.writer import InfluxWriter
+    servers = {'default': Server(influx.host, influx.port),
+               'two': Server(two.host, two.port)}
+    writer = InfluxWriter(retry_timeout=5)
+    assert identity.identify(writer, servers).new == []
+    real = identity.ensure_id
+
+    def raced(writer, server, retry_for):
+        """The second process read no id before the first one wrote."""
+        if server.port != two.port:
+            return real(writer, server, retry_for)
+        two.write(identity.DATABASE, '%s id="second" %d' % (
+            identity.MEASUREMENT, time.time_ns()), precision='ns')
+        return True
+    monkeypatch.setattr(identity, 'ensure_id', raced)
+    assert identity.identify(writer, servers).new == []
+    monkeypatch.setattr(identity, 'ensure_id', real)
+    two.query('DROP DATABASE %s' % identity.DATABASE)
+    assert identity.identify(writer, servers).new == ['two']
+    assert identity.identify(writer, servers).new == []
+
+
 # -- 2. a policy the placement does not know --------------------------------
 
 def _old_tier_tenant(source, tenant):
