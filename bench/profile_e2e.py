@@ -71,7 +71,13 @@ def main():
     parser.add_argument('--produce-first', action='store_true',
                         help='every record in Kafka before the persister '
                              'starts (the producer is not timed)')
+    parser.add_argument('--dbpt', action='append', default=[],
+                        metavar='OPTION=VALUE',
+                        help='a [dbpt] option for our variants (repeatable)')
     args = parser.parse_args()
+    for option in args.dbpt:
+        if '=' not in option:
+            parser.error('--dbpt takes OPTION=VALUE, not %r' % option)
     work = scratch_dir('dbpt-profile-')
     raw = os.path.join(work, 'py-spy.txt')
     tenants = ['%032x' % (0xbe0000 + i) for i in range(args.tenants)]
@@ -107,7 +113,8 @@ def main():
         return done
     rate, per_request, rss, ceiling, _ = run(args.variant, tenants, payloads,
                                           warm, work, args.batch, watch,
-                                          produce_first=args.produce_first)
+                                          produce_first=args.produce_first,
+                                          extra='\n'.join(args.dbpt))
     print('%s at %d tenants: %.0f records/s, %.0f points per request, '
           'ceiling %.0f points/s at that size' % (
               args.variant, args.tenants, rate, per_request or 0, ceiling))

@@ -67,9 +67,11 @@ def metric_stream(n: int, tenants: list[str], start_ms: int,
 class Message:
     """What the host hands a driver: ``value()`` gives the record's bytes."""
 
-    def __init__(self, value: bytes, offset: int = 0) -> None:
+    def __init__(self, value: bytes, offset: int = 0,
+                 partition: int = 0) -> None:
         self._value = value
         self._offset = offset
+        self._partition = partition
 
     def value(self) -> bytes:
         return self._value
@@ -78,7 +80,7 @@ class Message:
         return 'metrics'
 
     def partition(self) -> int:
-        return 0
+        return self._partition
 
     def offset(self) -> int:
         return self._offset

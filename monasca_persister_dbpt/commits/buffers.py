@@ -134,37 +134,47 @@ class TenantBuffers:
     def add(self, tenant: str, line: str):
         """Buffer one point; its ticket is done once it is written (to
         each of the tenant's replicas)."""
-        copies = len(self._placements.place(tenant).copies) \
-            if self._placements.replicated else 1
-        if copies == 1:
-            ticket = self._add(tenant, tenant, line)
-        else:
-            ticket = self._add_replicated(tenant, line, copies)
+        ticket = self.put(tenant, (line,))
         if self._points > self._buffered_max:
             self._relieve()
         return ticket
 
-    def _add(self, key, tenant: str, line: str) -> Ticket:
+    def put(self, tenant: str, lines):
+        """Buffer several points of a tenant under one ticket, without
+        waiting for room: the caller tracks the ticket first, then calls
+        :meth:`relieve` (a wait that fails leaves nothing untracked)."""
+        copies = len(self._placements.place(tenant).copies) \
+            if self._placements.replicated else 1
+        if copies == 1:
+            return self._add(tenant, tenant, lines)
+        return self._add_replicated(tenant, lines, copies)
+
+    def relieve(self) -> None:
+        """Wait for room when over buffered_points_max."""
+        if self._points > self._buffered_max:
+            self._relieve()
+
+    def _add(self, key, tenant: str, lines) -> Ticket:
         with self._lock:
             buf = self._buffers.get(key)
             if buf is None:
                 buf = self._buffers[key] = _Buffer(time.monotonic())
-            buf.lines.append(line)
-            self._points += 1
+            buf.lines.extend(lines)
+            self._points += len(lines)
             ticket = buf.tickets[-1]
             held = buf.held
             ship = (len(buf.lines) >= self.coalesce_points or
                     tenant in self.urgent) and not buf.busy and not held
         if held:  # joins the held points of its tenant
-            self._stats.add(tenant, 'points_held')
+            self._stats.add(tenant, 'points_held', len(lines))
         if ship:
             self._ship(key)
         return ticket
 
-    def _add_replicated(self, tenant: str, line: str,
+    def _add_replicated(self, tenant: str, lines,
                         copies: int) -> JointTicket:
         """:meth:`_add` for every replica of the tenant under one lock;
-        the replicas share the line (one string, a list slot each)."""
+        the replicas share the lines (one string, a list slot each)."""
         ship, held = [], 0
         with self._lock:
             parts = []
@@ -173,14 +183,14 @@ class TenantBuffers:
                 buf = self._buffers.get(key)
                 if buf is None:
                     buf = self._buffers[key] = _Buffer(time.monotonic())
-                buf.lines.append(line)
+                buf.lines.extend(lines)
                 parts.append(buf.tickets[-1])
                 if buf.held:
-                    held += 1
+                    held += len(lines)
                 elif (len(buf.lines) >= self.coalesce_points or
                       tenant in self.urgent) and not buf.busy:
                     ship.append(key)
-            self._points += copies
+            self._points += copies * len(lines)
             parts = tuple(parts)
             first = self._buffers[tenant]
             joint = first.joint

@@ -22,6 +22,16 @@ promises:
 - commits are untouched: the host commits after ``write_batch`` through
   the commit guard (:mod:`.guard`), which alone decides what is committed.
 
+Our drivers take each batch whole (:class:`Messages`, one
+``process_message`` call), so the host's own per-message loop runs once a
+batch too.
+
+The consumer the host creates is also given ``fetch.queue.backoff.ms``
+(:func:`tune_fetch`): librdkafka stops prefetching while its queue is full
+and then waits a whole second before it fetches again, so a worker that
+empties the queue within that second waits in ``poll()`` with the broker
+idle.
+
 A batch holds at most ``[dbpt] consume_batch`` messages: what the client
 has already fetched (``consume`` with no wait: with a timeout it would wait
 for a whole batch); only when nothing is there does it wait, with
@@ -35,6 +45,7 @@ import datetime
 import logging
 import os
 import time
+import types
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +56,20 @@ _installed_in = None
 #: The host's own ``__iter__``, kept for tests and for turning it off.
 original_iter = None
 _batch = 0
+#: Hand the driver each batch whole (:class:`Messages`) instead of one
+#: message at a time.
+_whole = False
+
+
+class Messages(list):
+    """The messages of one ``consume()``, handed to a driver that takes
+    them whole in one ``process_message`` call: the host's loop then runs
+    once a batch instead of once a message."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # the host logs what it could not process
+        return '<%d Kafka messages>' % len(self)
 
 
 def _batched_iter(self):
@@ -56,6 +81,7 @@ def _batched_iter(self):
     interval = datetime.timedelta(seconds=self._max_commit_interval)
     self._last_commit = datetime.datetime.now()
     poll = self._consumer.poll
+    whole = _whole
     while True:
         # What the client has fetched already, without waiting: consume()
         # with a timeout would wait for a whole batch. Only when nothing is
@@ -64,20 +90,85 @@ def _batched_iter(self):
         if not messages:
             first = poll(timeout=TIMEOUT)
             messages = [first] if first is not None else ()
-        delivered = False
+        batch = Messages()
+        failed = None
         for message in messages:
             error = message.error()
             if error is None:
-                delivered = True
-                yield message
+                batch.append(message)
             elif error.code() != eof:
-                LOG.error('Kafka error: %s', error.str())
-                raise confluent_kafka.KafkaException(error)
-        if not delivered:
+                failed = error   # what came before it is delivered first
+                break
+        if whole:
+            if batch:
+                yield batch
+        else:
+            yield from batch
+        if failed is not None:
+            LOG.error('Kafka error: %s', failed.str())
+            raise confluent_kafka.KafkaException(failed)
+        if not batch:
             time.sleep(0.1)
         if callback is not None and \
                 datetime.datetime.now() - self._last_commit > interval:
             callback()
+
+
+#: librdkafka's first version with fetch.queue.backoff.ms (2.1.0).
+FETCH_BACKOFF_SINCE = 0x02010000
+
+
+class _TunedKafka(types.ModuleType):
+    """``confluent_kafka`` as monasca-common's consumer module sees it: the
+    same, except that the consumers it makes carry our settings on top of
+    the host's (which has no way to pass any)."""
+
+    def __init__(self, settings: dict) -> None:
+        super().__init__('confluent_kafka')
+        self.settings = settings
+
+    def __getattr__(self, name: str):
+        import confluent_kafka
+        return getattr(confluent_kafka, name)
+
+    def Consumer(self, config: dict, *args, **kwargs):  # noqa: N802
+        import confluent_kafka
+        return confluent_kafka.Consumer({**config, **self.settings}, *args,
+                                         **kwargs)
+
+
+def tune_fetch(backoff_ms: int) -> bool:
+    """Make the consumers the host creates in this process fetch again
+    *backoff_ms* after their queue was full, instead of librdkafka's 1 s
+    (``[dbpt] fetch_queue_backoff_ms``); False when off (-1), when
+    librdkafka is older than the setting, or the host not as expected."""
+    if backoff_ms < 0:
+        return False
+    try:
+        import confluent_kafka
+        from monasca_common.confluent_kafka import consumer as host
+    except ImportError as exc:
+        LOG.warning('fetch_queue_backoff_ms not applied: %s', exc)
+        return False
+    if confluent_kafka.libversion()[1] < FETCH_BACKOFF_SINCE:
+        LOG.warning('fetch_queue_backoff_ms not applied: librdkafka %s has '
+                    'no fetch.queue.backoff.ms (2.1.0 and later)',
+                    confluent_kafka.libversion()[0])
+        return False
+    current = getattr(host, 'confluent_kafka', None)
+    if isinstance(current, _TunedKafka):
+        current.settings['fetch.queue.backoff.ms'] = backoff_ms
+        return True
+    if current is not confluent_kafka:
+        LOG.warning('fetch_queue_backoff_ms not applied: monasca_common.'
+                    'confluent_kafka.consumer does not create its consumer '
+                    'with confluent_kafka.Consumer')
+        return False
+    host.confluent_kafka = _TunedKafka({'fetch.queue.backoff.ms': backoff_ms})
+    LOG.info('Kafka consumer fetches again %d ms after its queue was full '
+             '(librdkafka waits 1000; [dbpt] fetch_queue_backoff_ms)',
+             backoff_ms)
+    return True
 
 
 def host_consumer(what: str):
@@ -92,16 +183,18 @@ def host_consumer(what: str):
     return getattr(consumer, 'KafkaConsumer', None)
 
 
-def install(batch: int) -> bool:
+def install(batch: int, whole: bool = False) -> bool:
     """Patch the host's consumer once per process to consume *batch*
-    messages at a time; False (and the host's loop kept) when *batch* is
+    messages at a time (*whole*: handed to the driver as one
+    :class:`Messages`); False (and the host's loop kept) when *batch* is
     0 or the host is not the shape this expects."""
-    global _installed_in, original_iter, _batch
+    global _installed_in, original_iter, _batch, _whole
     if _installed_in == os.getpid():
         return original_iter is not None
     _installed_in = os.getpid()
     if batch <= 0:
         return False
+    _whole = whole
     target = host_consumer('batched consumer')
     current = getattr(target, '__iter__', None)
     if current is _batched_iter:  # patched before a fork

@@ -226,6 +226,15 @@ guard_opts = [
                     'messages in the same order, errors, rebalances and the '
                     'commit interval kept; see the architecture page). 0: '
                     'the host\'s own loop.'),
+    cfg.IntOpt('fetch_queue_backoff_ms', default=10, min=-1, max=300000,
+               help='librdkafka\'s fetch.queue.backoff.ms for the host\'s '
+                    'Kafka consumer: how long it waits to fetch again once '
+                    'its local queue was full. librdkafka waits 1000 ms, '
+                    'and a worker that empties the queue sooner then waits '
+                    'in poll() with the broker idle (a fifth of a busy '
+                    'worker\'s time; see the benchmarks page). The queue\'s '
+                    'own bounds (queued.max.messages.kbytes) are kept. -1: '
+                    'the host\'s consumer as it is.'),
 ]
 
 limit_opts = [

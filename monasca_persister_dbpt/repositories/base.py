@@ -14,6 +14,7 @@ import abc
 import json
 import logging
 import multiprocessing
+import operator
 import os
 from typing import Any, Optional
 
@@ -61,6 +62,10 @@ def inexact(obj) -> bool:
         return any(inexact(v) for v in obj)
     return False
 
+
+
+#: Tracking order of a batch's (partition, first offset, ticket) entries.
+_entry_order = operator.itemgetter(0, 1)
 
 
 def _where(message) -> str:
@@ -118,7 +123,8 @@ class TenantRepository(Repository):
             if kafka is not None else False
         guarded = commit_guard.install(dbpt.commit_guard, legacy)
         if not legacy:
-            consumer.install(dbpt.consume_batch)
+            consumer.install(dbpt.consume_batch, whole=True)
+            consumer.tune_fetch(dbpt.fetch_queue_backoff_ms)
         #: Per-tenant limits, where the driver applies them.
         self.limits: Optional[TenantLimits] = None
         self._limit_log = LogThrottle(logger=LOG)
@@ -137,6 +143,9 @@ class TenantRepository(Repository):
             stop.install(self.buffers)
         #: ((topic, partition), offset) of the record being processed.
         self._position: list = [None, None]
+        #: True while a batch taken whole is read (see _process_many).
+        self._many = False
+        self._host_batch: Optional[TenantBatch] = None
         self.data_points_class = self._new_batch
         self.exporter.start()
         LOG.info('monasca-persister-dbpt %s driver in pid %d: %s; %s; '
@@ -260,15 +269,24 @@ class TenantRepository(Repository):
             if requests else 0.0
 
     def _new_batch(self) -> TenantBatch:
-        return TenantBatch(self.buffers, self.watermark, self._position)
+        self._host_batch = TenantBatch(self.buffers, self.watermark,
+                                       self._position)
+        return self._host_batch
 
     def process_message(self, message):
-        raw = message.value()
-        record = None
+        if type(message) is consumer.Messages:
+            return self._process_many(message)
         if self.watermark is not None:
             position = self._position
             position[0] = (message.topic(), message.partition())
             position[1] = message.offset()
+        return self._line_of(message)
+
+    def _line_of(self, message):
+        """A message's ``(line, tenant_id)``, or ``(None, None)`` when it
+        is refused (logged, counted, its position passed)."""
+        raw = message.value()
+        record = None
         try:
             try:
                 record = orjson.loads(raw)
@@ -291,8 +309,71 @@ class TenantRepository(Repository):
         except (TypeError, AttributeError) as exc:
             reason = 'record does not have the expected shape (%s)' % exc
         self.reject(message, reason, self._tenant_of(record))
-        if self.watermark is not None:
+        self._skip()
+        return None, None
+
+    def _skip(self) -> None:
+        """A refused record: only its partition's position moves (at the
+        end of a batch taken whole, see :meth:`_process_many`)."""
+        if self.watermark is not None and not self._many:
             self.watermark.skip(*self._position)
+
+    def _process_many(self, messages) -> tuple:
+        """A whole batch of the batched consumer: the host's loop runs
+        once for it, and each tenant's points go into its buffer in one
+        step, tracked once per tenant and partition.
+
+        Nothing is tracked until every message is read: a SIGTERM's stop
+        in between commits only what came before the batch. A tenant
+        near its series cap is buffered at once, as one message would be.
+        """
+        line_of = self._line_of
+        urgent = self.buffers.urgent
+        put = self.buffers.put
+        tracked = self.watermark is not None
+        groups: dict = {}    # (partition, tenant) -> [first offset, lines]
+        entries = []         # (partition, first offset, ticket)
+        last: dict = {}      # partition -> its last offset in the batch
+        accepted = 0
+        self._many = True
+        try:
+            for message in messages:
+                try:
+                    line, tenant = line_of(message)
+                except Exception:  # noqa: BLE001 - the host's own rule
+                    LOG.exception('Error processing message. Message is '
+                                  'being dropped. %s', message)
+                    line = None
+                if tracked:
+                    partition = (message.topic(), message.partition())
+                    offset = last[partition] = message.offset()
+                else:
+                    partition = offset = None
+                if line is None:
+                    continue
+                accepted += 1
+                if tenant in urgent:
+                    entries.append((partition, offset, put(tenant, (line,))))
+                    continue
+                group = groups.get((partition, tenant))
+                if group is None:
+                    groups[(partition, tenant)] = [offset, [line]]
+                else:
+                    group[1].append(line)
+        finally:
+            self._many = False
+        for (partition, tenant), (offset, lines) in groups.items():
+            entries.append((partition, offset, put(tenant, lines)))
+        if tracked:
+            track = self.watermark.track
+            entries.sort(key=_entry_order)
+            for partition, offset, ticket in entries:
+                track(partition, offset, ticket)
+            for partition, offset in last.items():
+                self.watermark.skip(partition, offset)
+        if self._host_batch is not None:
+            self._host_batch.counted(accepted)
+        self.buffers.relieve()
         return None, None
 
     def _tenant_of(self, record) -> Optional[str]:
@@ -329,8 +410,7 @@ class TenantRepository(Repository):
             'refused %s(s) of tenant %s over its limit (refused_%s, '
             'committed), e.g.%s: %s', self.kind, tenant, exc.reason,
             _where(message), exc.detail)
-        if self.watermark is not None:
-            self.watermark.skip(*self._position)
+        self._skip()
 
     def reject(self, message, reason: str,
                tenant: Optional[str] = None) -> None:

@@ -37,6 +37,10 @@ class TenantBatch:
                                   ticket)
         self._count += 1
 
+    def counted(self, records: int) -> None:
+        """Records a batch taken whole put into the buffers itself."""
+        self._count += records
+
     def get_count(self) -> int:
         return self._count
 

@@ -40,7 +40,7 @@ class MetricsRepository(TenantRepository):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        #: (name, tenant, region, dimensions) -> (key, placement, aged) of
+        #: (name, tenant, region, dimensions) -> what _series_key says of
         #: each series that passed its tenant's limits.
         self._series: dict = {}
         self.limits = TenantLimits.from_conf(
@@ -74,7 +74,6 @@ class MetricsRepository(TenantRepository):
             known = self._series.get(cache_key)
         except (TypeError, AttributeError):  # unhashable or not an object
             cache_key = known = None
-        limits_of = self._limits_of
         if known is None:
             if not exact and inexact((name, region, dimensions)):
                 raise ExactJsonNeeded()
@@ -82,9 +81,8 @@ class MetricsRepository(TenantRepository):
             new = True
         else:
             new = False
-        key, placement, aged = known
-        limits = limits_of(tenant_id)
-        if limits.blocked:
+        key, placement, aged, limits, checked = known
+        if checked and limits.blocked:
             self.limits.check_blocked(limits, tenant_id)
 
         value = metric['value']
@@ -100,7 +98,7 @@ class MetricsRepository(TenantRepository):
         else:
             timestamp = lp.format_time_ms(timestamp)
             ms = int(timestamp)
-        if aged or limits.max_future_seconds:
+        if checked and (aged or limits.max_future_seconds):
             self.limits.check_time(limits, placement, ms)
         value_meta = metric.get('value_meta')
         if value_meta:
@@ -115,7 +113,7 @@ class MetricsRepository(TenantRepository):
         else:
             line = '%s value=%s,value_meta="{}" %s' % (key, value, timestamp)
         # What spends the tenant's allowance comes last.
-        if limits.ingestion_rate:
+        if checked and limits.ingestion_rate:
             self.limits.take(tenant_id, limits)
         if new:
             self.limits.admit_series(tenant_id, key, limits)
@@ -126,7 +124,9 @@ class MetricsRepository(TenantRepository):
         return line, tenant_id
 
     def _series_key(self, tenant_id, name, region, dimensions) -> tuple:
-        """(series key, placement, whether its retention is finite)."""
+        """(series key, placement, whether its retention is finite, the
+        tenant's limits, whether any of them is checked per point): kept
+        until the overrides change, which clears both caches."""
         placement = self.placements.place(tenant_id)
         limits = self._limits_of(tenant_id)
         if dimensions is None:
@@ -145,8 +145,10 @@ class MetricsRepository(TenantRepository):
         tags['_tenant_id'] = tenant_id
         tags['_region'] = region if type(region) is str else str(region)
         policy = placement.retention
-        return (lp.series_key(name, tags), placement,
-                policy is not None and policy.hours is not None)
+        aged = policy is not None and policy.hours is not None
+        return (lp.series_key(name, tags), placement, aged, limits,
+                bool(aged or limits.blocked or limits.max_future_seconds or
+                     limits.ingestion_rate))
 
 
 def _workers(conf_obj) -> int:

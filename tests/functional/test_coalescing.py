@@ -121,3 +121,50 @@ def test_sigterm_writes_what_is_coalesced_and_commits_nothing_read_again(
         again.logtext()[-2000:]
     assert wait_until(lambda: written() >= 4, 30)
     assert written() == 4 and _count(influx, 'mon_stopping') == 900
+
+
+def test_a_batch_taken_whole_commits_only_what_is_written(
+        influx_conf, influx):
+    """The batched consumer hands the driver a whole batch: each tenant's
+    points go into its buffer at once, yet no offset passes a point not
+    written, and nothing is tracked before the batch is read (a SIGTERM's
+    commit in between passes none of it)."""
+    from monasca_persister_dbpt.commits.consumer import Messages
+    from tests import hostile
+    influx_conf.set_override('max_delay', 3600.0, 'dbpt')
+    influx_conf.set_override('coalesce_points', 100, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    host_batch = repo.data_points_class()
+
+    def message(tenant, offset, partition=0):
+        return records.Message(records.encode(records.metric(
+            tenant, timestamp=NOW + offset + 1000 * partition, value=offset)),
+            offset, partition)
+    batch = Messages([message('slow', 0)] +
+                     [message('fast', n) for n in range(1, 151)] +
+                     [records.Message(hostile.METRICS[0][1], 151)] +
+                     [message('fast', n, partition=1) for n in range(10)])
+    seen_at_refusal = []
+    refuse = repo.reject
+
+    def reject(*args, **kwargs):
+        seen_at_refusal.append(repo.watermark.offsets())
+        refuse(*args, **kwargs)
+    repo.reject = reject
+    assert repo.process_message(batch) == (None, None)
+    assert seen_at_refusal == [{}]
+    assert host_batch.get_count() == 161      # the refused one is not
+    # fast's 150 points of partition 0 passed coalesce_points and are
+    # written; its 10 of partition 1 and slow's one wait for max_delay,
+    # and hold their partitions' commits back.
+    assert wait_until(lambda: _count(influx, 'mon_fast') == 150, 30)
+    assert repo.watermark.offsets() == {('metrics', 0): 0,
+                                        ('metrics', 1): 0}
+    repo.write_batch(repo.data_points_class())   # not due yet: nothing
+    assert repo.watermark.offsets()[('metrics', 0)] == 0
+    repo.buffers.flush(True)
+    assert _count(influx, 'mon_slow') == 1 and \
+        _count(influx, 'mon_fast') == 160
+    assert repo.watermark.offsets() == {('metrics', 0): 152,
+                                        ('metrics', 1): 10}
+    assert repo.stats.snapshot()['totals']['records_refused'] == 1

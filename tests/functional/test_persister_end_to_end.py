@@ -67,8 +67,15 @@ def produce(broker, topic, payloads):
     assert producer.flush(30) == 0
 
 
+#: The host's loop as it is, and with the batched consumer handing each
+#: batch to the driver whole.
+LOOPS = pytest.mark.parametrize('loop', ['', 'consume_batch = 1000\n'],
+                                ids=['host-loop', 'batched'])
+
+
+@LOOPS
 def test_records_land_per_tenant_and_hostile_ones_are_refused(
-        influx, broker, topics, persister):
+        influx, broker, topics, persister, loop):
     per_tenant = {t: 200 + 50 * i for i, t in enumerate(TENANTS)}
     valid = []
     for tenant, n in per_tenant.items():
@@ -89,7 +96,7 @@ def test_records_land_per_tenant_and_hostile_ones_are_refused(
     produce(broker, topics['metrics_topic'], mixed)
     produce(broker, topics['alarms_topic'], alarms + hostile_alarms)
 
-    proc = persister(batch_size=300)
+    proc = persister(batch_size=300, extra=loop)
     expected = {'mon_' + t: n for t, n in per_tenant.items()}
     wait_until(lambda: counts(influx, '"cpu.idle_perc"', 'value') ==
                expected, 90)
@@ -115,6 +122,8 @@ def test_records_land_per_tenant_and_hostile_ones_are_refused(
     assert len(refused) == len(hostile.CORPUS), '\n'.join(refused)
     assert 'Error processing message' not in log
     assert 'commit guard installed' in log
+    assert ('batched consumer installed' in log) == bool(loop)
+    assert 'fetches again 10 ms after its queue was full' in log
 
 
 def test_persister_writes_stats_an_operator_can_read(
@@ -161,21 +170,22 @@ def assert_each_tenant_complete_and_alone(influx, feeder, proc):
         assert seen == {tenant}
 
 
+@LOOPS
 def test_sigkill_of_the_persister_mid_stream_loses_nothing(
-        influx, broker, topics, persister):
+        influx, broker, topics, persister, loop):
     """Kill the whole process group three times while records flow."""
     import random
     rnd = random.Random(11)
     with Feeder(broker, topics['metrics_topic']) as feeder:
         for _ in range(3):
-            proc = persister(batch_size=500)
+            proc = persister(batch_size=500, extra=loop)
             before = sum(counts(influx, '"cpu.idle_perc"', 'value').values())
             wait_until(lambda before=before: sum(counts(
                 influx, '"cpu.idle_perc"', 'value').values()) > before, 60,
                 interval=0.2)
             time.sleep(rnd.uniform(0.5, 3))
             proc.kill()
-    proc = persister(batch_size=500)
+    proc = persister(batch_size=500, extra=loop)
     assert_each_tenant_complete_and_alone(influx, feeder, proc)
 
 

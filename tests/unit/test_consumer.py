@@ -48,6 +48,7 @@ def host(monkeypatch):
     monkeypatch.setattr(consumer.KafkaConsumer, '__iter__', original)
     monkeypatch.setattr(batched, '_installed_in', None)
     monkeypatch.setattr(batched, 'original_iter', None)
+    monkeypatch.setattr(batched, '_whole', False)
     monkeypatch.setattr(batched.time, 'sleep', lambda s: None)
     return consumer.KafkaConsumer
 
@@ -117,3 +118,50 @@ def test_zero_or_an_unexpected_host_keeps_the_hosts_loop(host, monkeypatch):
     monkeypatch.setattr(host, '__iter__', other)
     assert not batched.install(100)
     assert host.__iter__ is other
+
+
+def test_batches_taken_whole_keep_the_order_and_end_at_an_error(host):
+    assert batched.install(10, whole=True)
+    eof = confluent_kafka.KafkaError(confluent_kafka.KafkaError._PARTITION_EOF)
+    bad = confluent_kafka.KafkaError(confluent_kafka.KafkaError._ALL_BROKERS_DOWN)
+    lib = _Lib([[_Msg(1), _Msg(None, eof), _Msg(2)], [_Msg(3), _Msg(None, bad),
+                                                     _Msg(4)]])
+    it = iter(_consumer(host, lib))
+    first = next(it)
+    assert type(first) is batched.Messages and \
+        [m.value() for m in first] == [1, 2]
+    assert [m.value() for m in next(it)] == [3]   # what came before it
+    with pytest.raises(confluent_kafka.KafkaException):
+        next(it)
+    assert repr(first) == '<2 Kafka messages>'
+
+
+@pytest.fixture
+def host_module(monkeypatch):
+    from monasca_common.confluent_kafka import consumer
+    monkeypatch.setattr(consumer, 'confluent_kafka', confluent_kafka)
+    made = []
+    monkeypatch.setattr(confluent_kafka, 'Consumer',
+                        lambda config, *a, **k: made.append(config))
+    return consumer, made
+
+
+def test_the_hosts_consumer_fetches_again_soon_after_a_full_queue(
+        host_module):
+    consumer, made = host_module
+    assert batched.tune_fetch(10)
+    assert batched.tune_fetch(25)       # a second driver: set again, once
+    consumer.confluent_kafka.Consumer({'group.id': 'g'})
+    assert made == [{'group.id': 'g', 'fetch.queue.backoff.ms': 25}]
+    # Everything else is confluent_kafka's own.
+    assert consumer.confluent_kafka.KafkaError is confluent_kafka.KafkaError
+
+
+def test_minus_one_or_an_old_librdkafka_leaves_the_consumer_as_it_is(
+        host_module, monkeypatch):
+    consumer, made = host_module
+    assert not batched.tune_fetch(-1)
+    monkeypatch.setattr(confluent_kafka, 'libversion',
+                        lambda: ('2.0.2', 0x020002ff))
+    assert not batched.tune_fetch(10)
+    assert consumer.confluent_kafka is confluent_kafka
