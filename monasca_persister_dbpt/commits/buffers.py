@@ -135,8 +135,7 @@ class TenantBuffers:
         """Buffer one point; its ticket is done once it is written (to
         each of the tenant's replicas)."""
         ticket = self.put(tenant, (line,))
-        if self._points > self._buffered_max:
-            self._relieve()
+        self.relieve()
         return ticket
 
     def put(self, tenant: str, lines):

@@ -123,18 +123,17 @@ class _TunedKafka(types.ModuleType):
     same, except that the consumers it makes carry our settings on top of
     the host's (which has no way to pass any)."""
 
-    def __init__(self, settings: dict) -> None:
-        super().__init__('confluent_kafka')
+    def __init__(self, kafka: types.ModuleType, settings: dict) -> None:
+        super().__init__(kafka.__name__)
+        self._kafka = kafka
         self.settings = settings
 
     def __getattr__(self, name: str):
-        import confluent_kafka
-        return getattr(confluent_kafka, name)
+        return getattr(self._kafka, name)
 
     def Consumer(self, config: dict, *args, **kwargs):  # noqa: N802
-        import confluent_kafka
-        return confluent_kafka.Consumer({**config, **self.settings}, *args,
-                                         **kwargs)
+        return self._kafka.Consumer({**config, **self.settings}, *args,
+                                    **kwargs)
 
 
 def tune_fetch(backoff_ms: int) -> bool:
@@ -164,7 +163,8 @@ def tune_fetch(backoff_ms: int) -> bool:
                     'confluent_kafka.consumer does not create its consumer '
                     'with confluent_kafka.Consumer')
         return False
-    host.confluent_kafka = _TunedKafka({'fetch.queue.backoff.ms': backoff_ms})
+    host.confluent_kafka = _TunedKafka(confluent_kafka,
+                                       {'fetch.queue.backoff.ms': backoff_ms})
     LOG.info('Kafka consumer fetches again %d ms after its queue was full '
              '(librdkafka waits 1000; [dbpt] fetch_queue_backoff_ms)',
              backoff_ms)
