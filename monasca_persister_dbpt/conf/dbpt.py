@@ -302,8 +302,12 @@ dbpt_opts = placement_opts + writer_opts + guard_opts + limit_opts
 
 
 def check(conf: cfg.ConfigOpts) -> None:
-    """Cross-option rules oslo.config cannot express."""
+    """Every option's own bounds (oslo.config checks a value when it is
+    first read, which for some is long after start), then the cross-option
+    rules oslo.config cannot express."""
     group = conf.dbpt
+    for opt in dbpt_opts:
+        getattr(group, opt.dest)
     if (group.retention_tiers or group.tenant_tiers) and \
             group.tier_lateness < group.max_delay:
         raise ValueError(

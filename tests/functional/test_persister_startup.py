@@ -89,3 +89,12 @@ def test_with_the_legacy_client_no_guard_is_claimed(
     log = proc.logtext()
     assert "the legacy client's own" in log
     assert 'commit guard installed' not in log
+
+
+def test_a_fetch_backoff_out_of_range_stops_start_up_naming_it(
+        influx, broker, topics, persister):  # noqa: F811
+    proc = persister(extra='fetch_queue_backoff_ms = -5')
+    assert wait_until(lambda: not proc.alive(), 60), 'still running'
+    log = proc.logtext()
+    assert 'fetch_queue_backoff_ms' in log and 'refuses to start' in log, \
+        log[-2000:]
