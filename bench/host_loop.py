@@ -29,17 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from oslo_config import cfg  # noqa: E402
 
-from bench.write_path import configure, host_loop, ours  # noqa: E402
+from bench.write_path import configure, host_loop  # noqa: E402
+from bench.write_path import make_messages as messages  # noqa: E402
+from bench.write_path import ours  # noqa: E402
 from monasca_persister_dbpt.commits.consumer import Messages  # noqa: E402
 from monasca_persister_dbpt.commits.watermark import Watermark  # noqa: E402
-from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
-
-
-def messages(n, tenants, start_ms, first_offset):
-    names = ['tenant%04d' % i for i in range(tenants)]
-    return [records.Message(p, first_offset + i) for i, p in
-            enumerate(records.metric_stream(n, names, start_ms))]
 
 
 def best_of(func, items, runs=5):

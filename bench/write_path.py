@@ -88,10 +88,10 @@ def host_loop(repo, messages, batch_size):
     return time.perf_counter() - start
 
 
-def make_messages(n, tenants, start_ms):
+def make_messages(n, tenants, start_ms, first_offset=0):
     names = ['tenant%04d' % i for i in range(tenants)]
-    return [records.Message(p) for p in
-            records.metric_stream(n, names, start_ms)]
+    return [records.Message(p, first_offset + i) for i, p in
+            enumerate(records.metric_stream(n, names, start_ms))]
 
 
 def ceiling(influx, flushes, chunk, connections):
