@@ -34,7 +34,7 @@ from tests import servers  # noqa: E402
 
 
 def rate(broker, topic, n, group, fetch_min_bytes, batch=0, settings=None,
-         work_us=0.0):
+         work_us=0.0, stall=(0, 0.0)):
     """(messages/s, seconds waited in poll() after an empty consume(),
     how many times) once the group has joined; *work_us* of busy work a
     message stands for a driver."""
@@ -46,6 +46,8 @@ def rate(broker, topic, n, group, fetch_min_bytes, batch=0, settings=None,
     consumer = confluent_kafka.Consumer(config)
     consumer.subscribe([topic])
     got, start, waited, empty = 0, None, 0.0, 0
+    stall_every, stall_s = stall
+    stalled = 0
     try:
         while got < n:
             if batch:  # as [dbpt] consume_batch: what is fetched, no wait
@@ -66,6 +68,10 @@ def rate(broker, topic, n, group, fetch_min_bytes, batch=0, settings=None,
                 if start is None:  # the group join is not counted
                     start = time.monotonic()
                 got += 1
+            if stall_every and got - stalled >= stall_every:
+                # The driver's thread waiting for room in its buffers.
+                time.sleep(stall_s)
+                stalled = got
             if work_us:
                 until = time.perf_counter() + work_us * 1e-6 * len(messages)
                 while time.perf_counter() < until:
@@ -81,7 +87,15 @@ def main():
     parser.add_argument('--tenants', type=int, default=1000)
     parser.add_argument('--work-us', type=float, default=0.0,
                         help='busy work a message, standing for a driver')
+    parser.add_argument('--stall', default='0,0', metavar='N,MS',
+                        help='sleep MS every N messages, standing for a '
+                             'driver waiting for room in its buffers')
     args = parser.parse_args()
+    try:
+        every, ms = args.stall.split(',')
+        stall = (int(every), float(ms) / 1000)
+    except ValueError:
+        parser.error('--stall takes N,MS, not %r' % args.stall)
     broker = servers.KafkaBroker().start()
     backoff = {'fetch.queue.backoff.ms': 10}
     try:
@@ -96,7 +110,7 @@ def main():
             for batch in (0, 1000):
                 got, waited, empty = rate(
                     broker, 'metrics', args.records, 'g-%d-%d' % (n, batch),
-                    fetch_min, batch, settings, args.work_us)
+                    fetch_min, batch, settings, args.work_us, stall)
                 print('%-34s %-17s %9.0f messages/s%s' % (
                     label, 'consume(1000, 0)' if batch else 'poll() each',
                     got, ', %.2f s in poll() after %d empty consume()'

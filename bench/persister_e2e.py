@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import glob
+import json
 import os
 import re
 import sys
@@ -128,6 +130,7 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         if not produce_first:
             produce(broker, 'metrics', payloads)
         start = time.monotonic()
+        waited = []  # (time, the driver's waits so far)
         done_watching = watch(persister, influx) if watch else None
         peak = 0
         if not produce_first:
@@ -139,10 +142,13 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             peak = max(peak, sum(rss_kib(p) for p in
                                  children(persister.proc.pid)))
             progress.append((time.monotonic(), count()))
+            if not counted_by_host:
+                waited.append((time.monotonic(), waits(stats)))
             time.sleep(0.1)
         took = time.monotonic() - start
+        high = steady_end(len(payloads), extra)
         steady = steady_rate([(t, c - len(warm)) for t, c in progress],
-                             len(payloads))
+                             len(payloads), high=high)
         if done_watching is not None:
             done_watching(took)
         per_request = None
@@ -151,6 +157,21 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report
             summed = totals(stats)
+            window = steady_window([(t, c - len(warm))
+                                    for t, c in progress], len(payloads),
+                                   high=high)
+            if window is not None:
+                first = [w for t, w in waited if t >= window[0]][:1]
+                last = [w for t, w in waited if t >= window[1]][:1]
+                if first and last:
+                    print('  %s: in the steady %.1f s the host thread '
+                          'waited %s' % (
+                              variant, window[1] - window[0], ', '.join(
+                                  '%.1f %s' % (
+                                      last[0][k] - first[0].get(k, 0.0),
+                                      k.replace('_wait_seconds', ' s'))
+                                  for k in sorted(last[0])) or 'never'),
+                          flush=True)
             if summed.get('write_requests'):
                 per_request = (summed['points_written'] - len(warm)) / max(
                     summed['write_requests'] - len(tenants), 1)
@@ -170,12 +191,47 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         influx.close()
 
 
-def steady_rate(progress, total, low=0.1, high=0.9):
-    """Records/s between *low* and *high* of *total* (*progress*: time and
-    records counted): the rate while the backlog is worked off, without
-    the start-up before it or the tail after it (the last coalesced points
-    wait up to max_delay, a constant whatever the backlog). None when the
-    run was too short to say."""
+def waits(stats_glob) -> dict:
+    """Seconds our metrics driver's host thread waited, by cause: for
+    records (kafka), for room in its buffers. The worker that wrote the
+    most is the metrics worker (the alarms worker waits for records all
+    the time)."""
+    best, out = -1, {}
+    for path in glob.glob(stats_glob):
+        if path.endswith('.tmp'):
+            continue
+        try:
+            with open(path) as handle:
+                snap = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        points = snap.get('totals', {}).get('points_written', 0)
+        if points > best:
+            best = points
+            out = {k: v for k, v in snap.get('gauges', {}).items()
+                   if k in ('kafka_wait_seconds', 'room_wait_seconds',
+                            'kafka_waits')}
+    return out
+
+
+def steady_end(total, extra=''):
+    """Where the steady window ends: 90% of the records, or before the
+    last ``buffered_points_max`` (200,000 unless *extra* sets it): once the
+    host's thread has read every record, what our drivers still buffer
+    waits for ``max_delay`` (nothing more comes to fill it), a tail of
+    up to 10 s that says nothing about the rate."""
+    found = re.search(r'^buffered_points_max\s*=\s*(\d+)', extra or '',
+                      flags=re.M)
+    held_back = int(found.group(1)) if found else 200000
+    return max(0.2, min(0.9, (total - held_back) / total))
+
+
+def steady_window(progress, total, low=0.1, high=0.9):
+    """When *low* and *high* of *total* were reached (*progress*: time and
+    records counted): the backlog being worked off, without the start-up
+    before it or the tail after it (the last coalesced points wait up to
+    max_delay, a constant whatever the backlog). None when the run was too
+    short to say."""
     # Counts come from files rewritten every second or so: keep the
     # moments each new value was first seen.
     changes = [(t, c) for i, (t, c) in enumerate(progress)
@@ -189,7 +245,15 @@ def steady_rate(progress, total, low=0.1, high=0.9):
     start, end = when(total * low), when(total * high)
     if start is None or end is None or end <= start:
         return None
-    return total * (high - low) / (end - start)
+    return start, end
+
+
+def steady_rate(progress, total, low=0.1, high=0.9):
+    """Records/s in the :func:`steady_window`."""
+    window = steady_window(progress, total, low, high)
+    if window is None:
+        return None
+    return total * (high - low) / (window[1] - window[0])
 
 
 def payloads_lines(payloads):

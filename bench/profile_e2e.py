@@ -40,6 +40,7 @@ def machine_busy() -> tuple[float, float]:
 
 def summarize(path, top):
     own, inclusive = collections.Counter(), collections.Counter()
+    threads = collections.defaultdict(collections.Counter)
     total = 0
     with open(path) as handle:
         for line in handle:
@@ -53,12 +54,23 @@ def summarize(path, top):
             own[frames[-1]] += n
             for frame in set(frames):
                 inclusive[frame] += n
+            named = [f for f in frames if f.startswith('thread ')]
+            thread = named[0].split(': ')[-1] if named else '?'
+            threads[thread][' < '.join(
+                f.split(' ')[0] + ':' + f.rsplit(':', 1)[-1]
+                for f in reversed(frames[-3:]))] += n
     print('\n%d samples; own time:' % total)
     for frame, n in own.most_common(top):
         print('  %5.1f%%  %s' % (100 * n / total, frame))
     print('including callees:')
     for frame, n in inclusive.most_common(top * 2):
         print('  %5.1f%%  %s' % (100 * n / total, frame))
+    print('per thread, where it was (innermost three frames):')
+    for thread, places in sorted(threads.items()):
+        count = sum(places.values())
+        print('  %s: %d samples' % (thread, count))
+        for place, n in places.most_common(6):
+            print('    %5.1f%%  %s' % (100 * n / count, place))
 
 
 def main():

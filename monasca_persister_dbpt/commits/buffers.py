@@ -32,6 +32,7 @@ batch: the worker exits uncommitted and its records are read again.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from typing import Optional
@@ -45,6 +46,12 @@ from monasca_persister_dbpt.placement import PlacementMap
 from monasca_persister_dbpt.stats import LogThrottle, Stats
 
 LOG = logging.getLogger(__name__)
+
+
+#: Over buffered_points_max, this share of it is written at once
+#: (the largest buffers): see TenantBuffers._relieve.
+RELIEVE_PARTS = 10
+_size = operator.itemgetter(0)
 
 
 def _tenant(key):
@@ -125,7 +132,10 @@ class TenantBuffers:
             # Replays what this worker adopts, even if it never gets a
             # record (an idle topic's worker may adopt another's spill).
             self._start_timer(held=True)
+        #: Seconds the host's thread waited for room (buffered_points_max).
+        self.waited_room = 0.0
         stats.gauge('points_buffered', lambda: self._points)
+        stats.gauge('room_wait_seconds', lambda: round(self.waited_room, 3))
         stats.gauge('held_points', self.held)
         stats.gauge('oldest_buffered_seconds', self.oldest_age)
 
@@ -302,20 +312,31 @@ class TenantBuffers:
             self._ship(tenant)
 
     def _relieve(self) -> None:
-        """Over buffered_points_max: write the largest buffers now, and
-        wait for room (a down server's points count too)."""
+        """Over buffered_points_max: write the largest buffers, a tenth of
+        the bound at a time, and wait for room (a down server's points
+        count too). Writing a little at a time, always the largest, lets
+        every buffer grow towards twice its even share before it is
+        written: requests of up to ``2 x buffered_points_max / tenants``
+        points, where writing half of them at once gave about 1.4 times
+        the even share."""
         with self._lock:
-            biggest = sorted((k for k, b in self._buffers.items()
-                              if not b.busy and not b.held and b.lines),
-                             key=lambda k: -len(self._buffers[k].lines))
-        shipped = 0
-        for key in biggest:
-            if self._points - shipped <= self._buffered_max // 2:
+            sizes = [(len(b.lines), k) for k, b in self._buffers.items()
+                     if not b.busy and not b.held and b.lines]
+        waiting = sum(n for n, _ in sizes)
+        keep = self._buffered_max - max(1, self._buffered_max //
+                                        RELIEVE_PARTS)
+        sizes.sort(key=_size, reverse=True)
+        for size, key in sizes:
+            if waiting <= keep:
                 break
-            shipped += len(self._buffers[key].lines)
+            waiting -= size
             self._ship(key)
         if self._points > self._buffered_max:
-            self._wait(lambda: self._points <= self._buffered_max)
+            before = time.monotonic()
+            try:
+                self._wait(lambda: self._points <= self._buffered_max)
+            finally:
+                self.waited_room += time.monotonic() - before
 
     def _wait(self, done, timeout: Optional[float] = None) -> None:
         bound = self._writer.retry_timeout if timeout is None else timeout

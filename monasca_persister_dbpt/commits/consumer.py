@@ -59,6 +59,10 @@ _batch = 0
 #: Hand the driver each batch whole (:class:`Messages`) instead of one
 #: message at a time.
 _whole = False
+#: Seconds the batched loop waited in ``poll()`` for a record, nothing
+#: being fetched, and how many times (what bounds a worker, with the
+#: buffers' wait for room).
+waited_kafka = [0.0, 0]
 
 
 class Messages(list):
@@ -88,7 +92,10 @@ def _batched_iter(self):
         # there, wait for one message as the host does.
         messages = consume(num_messages=_batch, timeout=0)
         if not messages:
+            before = time.monotonic()
             first = poll(timeout=TIMEOUT)
+            waited_kafka[0] += time.monotonic() - before
+            waited_kafka[1] += 1
             messages = [first] if first is not None else ()
         batch = Messages()
         failed = None

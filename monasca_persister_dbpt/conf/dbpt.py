@@ -235,6 +235,16 @@ guard_opts = [
                     'worker\'s time; see the benchmarks page). The queue\'s '
                     'own bounds (queued.max.messages.kbytes) are kept. -1: '
                     'the host\'s consumer as it is.'),
+    cfg.IntOpt('gc_threshold', default=50000, min=0, max=10000000,
+               help='The worker process\'s garbage collector runs its '
+                    'youngest generation after this many new objects '
+                    '(Python\'s default is 700). Every record parses into a '
+                    'few dicts, so with many tenants (many points buffered, '
+                    'so many objects alive) the collector\'s full passes '
+                    'took a sixth of the worker\'s time (see the benchmarks '
+                    'page). What it costs: garbage in reference cycles '
+                    'waits longer to be freed, at most this many objects. '
+                    '0: the interpreter\'s setting as it is.'),
 ]
 
 limit_opts = [

@@ -1,6 +1,7 @@
 """Writing line protocol to tenant databases: pooled, parallel, bounded retry.
 
-Each writer thread keeps its own keep-alive connection per server. What to
+Writes POST through one keep-alive pool per server
+(:mod:`.connections`), queries through each thread's requests session. What to
 do with each InfluxDB answer is looked up in :mod:`.errors`; a tenant's
 permanent failure is counted and dropped, so it never costs another tenant
 its points, while a transient one is retried and finally raised, so the
@@ -25,6 +26,7 @@ from typing import Iterable, Optional, Sequence
 import requests
 
 from monasca_persister_dbpt.influx import errors
+from monasca_persister_dbpt.influx.connections import NoAnswer, WritePools
 from monasca_persister_dbpt.influx import influxql
 from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.influx.schema import DatabaseRefused
@@ -35,7 +37,6 @@ from monasca_persister_dbpt.stats import LogThrottle, Stats
 LOG = logging.getLogger(__name__)
 
 _CREATE_ATTEMPTS = 3
-_OCTETS = {'Content-Type': 'application/octet-stream'}
 
 
 class WriteFailed(RuntimeError):
@@ -73,6 +74,8 @@ class InfluxWriter:
         self._throttle = LogThrottle(logger=LOG)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix='dbpt-writer')
+        #: Connections for writes (requests' sessions are for queries).
+        self._pools = WritePools(concurrency, request_timeout)
 
     # -- connections -------------------------------------------------------
 
@@ -272,18 +275,16 @@ class InfluxWriter:
         if policy:
             params['rp'] = policy
         try:
-            response = self.session(placement.server).post(
-                placement.server.url + '/write', params=params,
-                data=body, timeout=self._timeout, headers=_OCTETS)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            status, text = self._pools.post(placement.server, '/write',
+                                            params, body, self.session)
+        except NoAnswer as exc:
             raise _Transient(None, str(exc)) from exc
-        if response.status_code == 204:
+        if status == 204:
             return 204, ''
-        text = response.text
-        rule = errors.classify(response.status_code, text)
+        rule = errors.classify(status, text)
         if rule.action is errors.Action.RETRY:
-            raise _Transient(response.status_code, text)
-        return response.status_code, text
+            raise _Transient(status, text)
+        return status, text
 
     def _drop(self, placement, reason, count, text, line=None) -> None:
         self.stats.add(placement.tenant_id, 'dropped_' + reason, count)
@@ -375,6 +376,7 @@ class InfluxWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._pools.close()
 
 
 class _Transient(Exception):

@@ -11,6 +11,7 @@ written anywhere.
 from __future__ import annotations
 
 import abc
+import gc
 import json
 import logging
 import multiprocessing
@@ -62,6 +63,18 @@ def inexact(obj) -> bool:
         return any(inexact(v) for v in obj)
     return False
 
+
+
+def _tune_gc(threshold: int) -> None:
+    """Run the collector's youngest generation every *threshold* new
+    objects (``[dbpt] gc_threshold``): each record parses into dicts, and
+    with Python's 700 the full passes over everything alive (the buffered
+    points' tickets, the watermark) grew with the tenants."""
+    if threshold <= 0 or gc.get_threshold()[0] == threshold:
+        return
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
+    LOG.info('garbage collector runs after %d new objects ([dbpt] '
+             'gc_threshold; Python\'s default is 700)', threshold)
 
 
 #: Tracking order of a batch's (partition, first offset, ticket) entries.
@@ -118,12 +131,14 @@ class TenantRepository(Repository):
             # data later.
             LOG.error('monasca-persister-dbpt refuses to start: %s', exc)
             raise
+        _tune_gc(dbpt.gc_threshold)
         kafka = getattr(conf_obj, 'kafka', None)
         legacy = bool(getattr(kafka, 'legacy_kafka_client_enabled', False)) \
             if kafka is not None else False
         guarded = commit_guard.install(dbpt.commit_guard, legacy)
+        batched = False
         if not legacy:
-            consumer.install(dbpt.consume_batch, whole=True)
+            batched = consumer.install(dbpt.consume_batch, whole=True)
             consumer.tune_fetch(dbpt.fetch_queue_backoff_ms)
         #: Per-tenant limits, where the driver applies them.
         self.limits: Optional[TenantLimits] = None
@@ -147,6 +162,10 @@ class TenantRepository(Repository):
         self._many = False
         self._host_batch: Optional[TenantBatch] = None
         self.data_points_class = self._new_batch
+        if batched:
+            self.stats.gauge('kafka_wait_seconds',
+                             lambda: round(consumer.waited_kafka[0], 3))
+            self.stats.gauge('kafka_waits', lambda: consumer.waited_kafka[1])
         self.exporter.start()
         LOG.info('monasca-persister-dbpt %s driver in pid %d: %s; %s; '
                  'databases %s', self.kind, os.getpid(),

@@ -340,7 +340,7 @@ def test_a_marker_a_down_server_missed_is_written_once_it_answers():
 def test_buffered_points_max_counts_a_point_once_whatever_its_replicas():
     """Each replica's buffer coalesces as much as one copy: at R = 2,
     ``buffered_max`` points are buffered before the biggest are written
-    (not half of them), and one point more writes them."""
+    (not half of them), and one point more writes the biggest buffer."""
     writer = Writer()
     buffers = _buffers(writer, _map(), coalesce_points=10 ** 6,
                        max_delay=60.0, buffered_max=10)
@@ -348,4 +348,8 @@ def test_buffered_points_max_counts_a_point_once_whatever_its_replicas():
         buffers.add('t%d' % (n % 3), 'm v=%d %d' % (n, n))
     assert writer.written == [] and buffers.buffered() == 20
     buffers.add('t0', 'm v=10 10')
-    assert _wait(lambda: len(writer.written) >= 2 * 4)
+    # t0's 5 points, one replica's buffer: 22 - 5 is under the tenth
+    # written at a time (18).
+    assert _wait(lambda: len(writer.written) >= 5)
+    assert sorted(line for _, line in writer.written) == [
+        'm v=%d %d' % (n, n) for n in (0, 10, 3, 6, 9)]

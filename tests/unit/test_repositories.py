@@ -1,5 +1,6 @@
 """Driver behaviour that needs no server: refusals and batching."""
 
+import gc
 import logging
 
 import pytest
@@ -35,3 +36,25 @@ def test_corpus_is_large_enough_for_both_topics():
     assert len(hostile.METRICS) >= 40 and len(hostile.ALARMS) >= 10
 
 
+
+
+@pytest.fixture
+def gc_threshold():
+    """The interpreter's collector thresholds, put back after the test."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_the_driver_makes_the_collector_run_less_often(conf, gc_threshold):
+    gc.set_threshold(700, 10, 10)
+    conf.set_override('gc_threshold', 12345, 'dbpt')
+    MetricsRepository(conf)
+    assert gc.get_threshold() == (12345, 10, 10)
+
+
+def test_gc_threshold_0_leaves_the_collector_as_it_is(conf, gc_threshold):
+    gc.set_threshold(700, 10, 10)
+    conf.set_override('gc_threshold', 0, 'dbpt')
+    MetricsRepository(conf)
+    assert gc.get_threshold() == (700, 10, 10)
