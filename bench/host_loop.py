@@ -12,11 +12,13 @@ bench/consumer_rate.py's.
 
     .venv/bin/python bench/host_loop.py
     .venv/bin/python bench/host_loop.py --tenants 1000
+    .venv/bin/python bench/host_loop.py --tenants 1000 --gc-threshold 0
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -55,12 +57,16 @@ def main():
                         help='[kafka_metrics] batch_size (default 20000)')
     parser.add_argument('--consume-batch', type=int, default=1000)
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--gc-threshold', type=int, default=None,
+                        help='[dbpt] gc_threshold (0: Python\'s 700)')
     args = parser.parse_args()
     influx = servers.InfluxServer().start()
     try:
         configure(influx, 4, 5000)
         cfg.CONF.set_override('max_delay', 10.0, 'dbpt')   # the default
         cfg.CONF.set_override('spill_dir', '', 'dbpt')
+        if args.gc_threshold is not None:
+            cfg.CONF.set_override('gc_threshold', args.gc_threshold, 'dbpt')
         repo = ours()
         if repo.watermark is None:   # as under the commit guard
             repo.watermark = Watermark()
@@ -83,8 +89,9 @@ def main():
                                    args.records * 1e6)
         repo.buffers.flush(True)
         print('%d tenants, %d records a run, host batch %d, consume batch '
-              '%d, medians of %d:' % (args.tenants, args.records, args.batch,
-                                      args.consume_batch, args.repeat))
+              '%d, collector threshold %d, medians of %d:' % (
+                  args.tenants, args.records, args.batch, args.consume_batch,
+                  gc.get_threshold()[0], args.repeat))
         for label, runs in took.items():
             print('  host loop, %-20s %5.2f us a record (runs: %s)' % (
                 label, statistics.median(runs),

@@ -102,13 +102,23 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             settings['extra'] = 'consume_batch = %d' % CONSUME_BATCH
         elif variant.startswith('noop'):
             settings['metrics_driver'] = NOOP
-            os.environ['PYTHONPATH'] = ROOT
             os.environ['DBPT_BENCH_CONSUME_BATCH'] = str(
                 CONSUME_BATCH if variant == 'noop batched' else 0)
         if extra and not counted_by_host:
             settings['extra'] += '\n' + extra
-        persister = servers.Persister(influx, broker, os.path.join(
-            work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
+        path = os.environ.get('PYTHONPATH')
+        if variant.startswith('noop'):
+            # The no-op driver is found here; for this persister alone
+            # (PYTHONPATH may name the code the other variants run).
+            os.environ['PYTHONPATH'] = ROOT
+        try:
+            persister = servers.Persister(influx, broker, os.path.join(
+                work, 'p-' + uuid.uuid4().hex[:6]), **settings).start()
+        finally:
+            if path is None:
+                os.environ.pop('PYTHONPATH', None)
+            else:
+                os.environ['PYTHONPATH'] = path
         started.append(persister)
         stats = os.path.join(persister.dir, 'stats.json.*')
 

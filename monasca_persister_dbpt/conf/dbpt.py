@@ -241,8 +241,8 @@ guard_opts = [
                     '(Python\'s default is 700). Every record parses into a '
                     'few dicts, so with many tenants (many points buffered, '
                     'so many objects alive) the collector\'s full passes '
-                    'took a sixth of the worker\'s time (see the benchmarks '
-                    'page). What it costs: garbage in reference cycles '
+                    'took up to a quarter of the host thread\'s time (see '
+                    'the benchmarks page). What it costs: garbage in reference cycles '
                     'waits longer to be freed, at most this many objects. '
                     '0: the interpreter\'s setting as it is.'),
 ]

@@ -1,11 +1,12 @@
 """Keep-alive connections for writes: urllib3 pools instead of requests.
 
 A write is one POST whose answer is a status and, at worst, a short error
-text. requests' ``Session`` adds about 300 µs of Python to each (merging
+text. requests' ``Session`` adds about 400 µs of Python to each (merging
 the environment's settings, hooks, cookies, the adapter) on top of
-urllib3, which it is built on, and that time is spent under the GIL the
-host's thread needs: at 1,000 tenants, with a request for every 200
-points, it was a third of the worker's time (``bench/http_client.py``).
+urllib3, which it is built on: 679 against 280 µs of CPU for a request
+of 200 points (``bench/http_client.py``), spent under the GIL the host's
+thread needs. At 1,000 tenants, with a request for every 200 points or
+so, that was the largest cost of the worker after the records' own.
 So writes POST through urllib3's pools directly, one pool per server
 shared by the writer threads, with what requests would have sent:
 the config's credentials (never a ``~/.netrc``), its TLS verification
