@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 from oslo_config import cfg
 
 from monasca_persister_dbpt.commits import guard as commit_guard
@@ -33,6 +34,9 @@ SERIES_CACHE_SIZE = 65536
 COUNT_WRITE_WAIT = 5.0
 
 _MIN_MS, _MAX_MS = lp.MIN_TIME_MS, lp.MAX_TIME_MS
+#: Floats whose repr() has no exponent, where orjson's text is repr()'s.
+_PLAIN_MIN, _PLAIN_MAX = 1e-4, 1e15
+_dumps = orjson.dumps
 
 
 class MetricsRepository(TenantRepository):
@@ -88,7 +92,11 @@ class MetricsRepository(TenantRepository):
         value = metric['value']
         # repr(float) is the host's str(float(v)); v - v is 0 only if finite.
         if type(value) is float and value - value == 0:
-            value = repr(value)
+            # orjson writes the same shortest digits five times faster,
+            # and the same text where repr uses no exponent.
+            value = _dumps(value).decode() \
+                if _PLAIN_MIN <= abs(value) < _PLAIN_MAX or not value \
+                else repr(value)
         else:
             value = lp.format_value(value)
         timestamp = metric['timestamp']

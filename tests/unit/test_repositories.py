@@ -58,3 +58,16 @@ def test_gc_threshold_0_leaves_the_collector_as_it_is(conf, gc_threshold):
     conf.set_override('gc_threshold', 0, 'dbpt')
     MetricsRepository(conf)
     assert gc.get_threshold() == (700, 10, 10)
+
+
+@pytest.mark.parametrize('value', [
+    0.0, -0.0, 1e-05, 9.999e-05, 0.0001, 0.1 + 0.2, 37.123456789012, -2.5,
+    123456789012345.6, 999999999999999.9, 1e15, 1e16, -1.5e+16, 5e-324,
+    1.7976931348623157e+308, 1e+22])
+def test_a_float_value_is_written_as_the_host_writes_it(conf, value):
+    """The host writes str(float(v)); the driver writes the same text,
+    whether it takes orjson's fast path or repr's exponents."""
+    repo = MetricsRepository(conf)
+    line, _ = repo.process_message(records.Message(records.encode(
+        records.metric('t1', value=value, timestamp=1700000000000))))
+    assert ' value=%s,' % str(float(value)) in line
