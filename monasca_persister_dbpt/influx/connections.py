@@ -32,6 +32,8 @@ from monasca_persister_dbpt.placement import Server
 
 #: The body of every write: line protocol, already encoded.
 _OCTETS = {'Content-Type': 'application/octet-stream'}
+#: Idle connections a server's pool keeps, at least.
+KEEP_IDLE = 64
 
 
 class NoAnswer(Exception):
@@ -85,8 +87,12 @@ class WritePools:
             return entry
 
     def _new_pool(self, server: Server) -> urllib3.HTTPConnectionPool:
-        common = dict(maxsize=self._size, block=False, retries=False,
-                      timeout=self._timeout)
+        # Connections are opened as threads need them; maxsize only bounds
+        # the idle ones kept. The migration writes from its own workers
+        # through a writer of concurrency 1, and a pool that is full
+        # closes the extra connection and logs a warning each time.
+        common = dict(maxsize=max(self._size, KEEP_IDLE), block=False,
+                      retries=False, timeout=self._timeout)
         if not server.ssl:
             return urllib3.HTTPConnectionPool(server.host, server.port,
                                               **common)

@@ -1,9 +1,11 @@
 """The InfluxDB writer's connections, against a local HTTP stand-in."""
 
 import base64
+import logging
 import http.server
 import socket
 import threading
+import time
 import types
 
 import pytest
@@ -42,6 +44,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'   # keep-alive, as influxd
     seen: list = []
     answer = (204, b'')
+    delay = 0.0
 
     def do_POST(self):  # noqa: N802 - the stdlib's name
         body = self.rfile.read(int(self.headers['Content-Length']))
@@ -52,6 +55,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
                                           self.headers.items()}, body,
                               self.client_address[1]))
             status, text = self.answer
+            time.sleep(self.delay)
         self.send_response(status)
         self.send_header('Content-Length', str(len(text)))
         self.end_headers()
@@ -65,6 +69,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 def recorder():
     _Recorder.seen = []
     _Recorder.answer = (204, b'')
+    _Recorder.delay = 0.0
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -153,3 +158,27 @@ def test_a_server_behind_a_proxy_is_written_through_requests(monkeypatch):
     assert pools.post(Server('influx.example'), '/write', {'db': 'd'}, b'x',
                       lambda server: Session()) == (204, '')
     assert used == ['http://influx.example:8086/write?db=d']
+
+
+def test_writes_from_more_threads_than_the_writer_has_keep_their_connections(
+        recorder, caplog):
+    """The migration writes from its workers through a writer of
+    concurrency 1: their connections are kept, nothing is logged."""
+    _Recorder.delay = 0.05   # the writes overlap
+    writer = InfluxWriter(concurrency=1)
+    placement = _placement(Server('127.0.0.1', recorder))
+    try:
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                threads = [threading.Thread(target=writer.write, args=(
+                    placement, ['m v=%d %d' % (n, n)])) for n in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+    finally:
+        writer.close()
+    assert len(_Recorder.seen) == 8
+    assert [r.getMessage() for r in caplog.records] == []
+    ports = {port for _, _, _, port in _Recorder.seen}
+    assert len(ports) <= 4   # the second round reused the first's
