@@ -317,8 +317,8 @@ class TenantBuffers:
         count too). Writing a little at a time, always the largest, lets
         every buffer grow towards twice its even share before it is
         written: requests of up to ``2 x buffered_points_max / tenants``
-        points, where writing half of them at once gave about 1.4 times
-        the even share."""
+        points, where writing half of them at once gave about the even
+        share."""
         with self._lock:
             sizes = [(len(b.lines), k) for k, b in self._buffers.items()
                      if not b.busy and not b.held and b.lines]
