@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import glob
-import json
 import os
 import re
 import sys
@@ -39,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.scratch import scratch_dir  # noqa: E402
-from bench.soak import children, rss_kib, totals, written  # noqa: E402
+from bench.soak import children, rss_kib, snapshots, totals  # noqa: E402
+from bench.soak import written  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
@@ -206,22 +205,14 @@ def waits(stats_glob) -> dict:
     records (kafka), for room in its buffers. The worker that wrote the
     most is the metrics worker (the alarms worker waits for records all
     the time)."""
-    best, out = -1, {}
-    for path in glob.glob(stats_glob):
-        if path.endswith('.tmp'):
-            continue
-        try:
-            with open(path) as handle:
-                snap = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        points = snap.get('totals', {}).get('points_written', 0)
-        if points > best:
-            best = points
-            out = {k: v for k, v in snap.get('gauges', {}).items()
-                   if k in ('kafka_wait_seconds', 'room_wait_seconds',
-                            'kafka_waits')}
-    return out
+    found = snapshots(stats_glob)
+    if not found:
+        return {}
+    metrics = max(found, key=lambda snap: snap.get('totals', {}).get(
+        'points_written', 0))
+    return {k: v for k, v in metrics.get('gauges', {}).items()
+            if k in ('kafka_wait_seconds', 'room_wait_seconds',
+                     'kafka_waits')}
 
 
 def steady_end(total, extra=''):

@@ -47,19 +47,27 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def totals(stats_glob: str) -> dict:
-    """The workers' stats files' totals, summed (a file being rewritten
-    is skipped: it is read again at the next look)."""
-    out: dict = {}
+def snapshots(stats_glob: str) -> list:
+    """The workers' stats files, read (a file being rewritten is skipped:
+    it is read again at the next look)."""
+    out = []
     for path in glob.glob(stats_glob):
         if path.endswith('.tmp'):
             continue
         try:
             with open(path) as handle:
-                for key, value in json.load(handle)['totals'].items():
-                    out[key] = out.get(key, 0) + value
+                out.append(json.load(handle))
         except (OSError, ValueError):
             pass
+    return out
+
+
+def totals(stats_glob: str) -> dict:
+    """The workers' stats files' totals, summed."""
+    out: dict = {}
+    for snap in snapshots(stats_glob):
+        for key, value in snap.get('totals', {}).items():
+            out[key] = out.get(key, 0) + value
     return out
 
 
