@@ -4,18 +4,24 @@ For each tenant count, three runs on the same records, alternating, each
 on a fresh influxd and a fresh topic: monasca-persister 9.0.0 with our
 drivers and coalescing (the default), with ``[dbpt] max_delay = 0`` (no
 coalescing), and with upstream's own driver. Every run first writes one
-point per tenant and waits for it (so the tenant databases exist: database
-creation is measured by bench/write_path.py), then times the records from
-the persister's start to the last point written. Host defaults: batch
-20,000, one worker.
+point per tenant and waits for as many points written, then times the
+records to the last point written. Without ``--produce-first`` the warm
+points are all there is in Kafka at first, so every tenant database
+exists before the clock starts; with it, the warm records are only the
+first in the topic, and the first points of most tenants (each creates
+its database's files in influxd: several milliseconds of influxd's CPU a
+database) fall in the timed run. Host defaults: batch 20,000, one worker.
 
 Prints records/s (from the start to the last point written), the steady
-records/s (while the backlog is worked off, from 10% to 90% of the records
-handed to the driver for upstream and the no-op, of the points written for
-ours: without the tail, up to ``max_delay``, in which the last coalesced
-points wait), points per write request, worker RSS, and the
-ceiling: the same points POSTed straight to /write at the same points per
-request over two connections.
+records/s (while the backlog is worked off: from 10% of the records, and
+not before every tenant database holds its first shard, to 90% of them,
+or to before the last ``buffered_points_max``; counted as records handed
+to the driver for upstream and the no-op, as points written for ours),
+points per write request, worker RSS, and the ceiling: the same points
+POSTed straight to /write at the same points per request over two
+connections, into the databases the run filled (which exist, with their
+series). When the databases were still being created after 10% of the
+records, it says when the last got its first shard.
 
     .venv/bin/python bench/persister_e2e.py
     .venv/bin/python bench/persister_e2e.py --tenants 10,1000 --records 200000
@@ -39,6 +45,7 @@ sys.path.insert(0, ROOT)
 from bench.scratch import scratch_dir  # noqa: E402
 from bench.soak import children, rss_kib, snapshots, totals  # noqa: E402
 from bench.soak import written  # noqa: E402
+from bench.write_path import cpu_seconds  # noqa: E402
 from tests import records  # noqa: E402
 from tests import servers  # noqa: E402
 
@@ -142,6 +149,8 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         waited = []  # (time, the driver's waits so far)
         done_watching = watch(persister, influx) if watch else None
         peak = 0
+        ready = None  # (time, count) when every database had a shard
+        used = []  # (time, CPU seconds by process so far)
         if not produce_first:
             progress = []  # the records come now
         while not done(len(warm) + len(payloads)):
@@ -151,13 +160,30 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             peak = max(peak, sum(rss_kib(p) for p in
                                  children(persister.proc.pid)))
             progress.append((time.monotonic(), count()))
+            used.append((progress[-1][0], cpu_used(influx, broker,
+                                                   persister)))
             if not counted_by_host:
                 waited.append((time.monotonic(), waits(stats)))
+            if ready is None and (variant.startswith('noop') or
+                                  databases_filled(influx) >= len(tenants)):
+                ready = progress[-1]
             time.sleep(0.1)
         took = time.monotonic() - start
         high = steady_end(len(payloads), extra)
+        low = 0.1
+        if ready is not None and ready[1] - len(warm) > low * len(payloads):
+            low = (ready[1] - len(warm)) / len(payloads)
+            print('  %s: every tenant database had its first shard %.1f s '
+                  'into the run, at %.0f%% of the records: the steady '
+                  'window starts there' % (variant, ready[0] - start,
+                                            100 * low), flush=True)
         steady = steady_rate([(t, c - len(warm)) for t, c in progress],
-                             len(payloads), high=high)
+                             len(payloads), low=low, high=high)
+        window = steady_window([(t, c - len(warm)) for t, c in progress],
+                               len(payloads), low=low, high=high)
+        cpu = None
+        if window is not None:
+            cpu = cpu_in(used, window, len(payloads) * (high - low))
         if done_watching is not None:
             done_watching(took)
         per_request = None
@@ -166,9 +192,6 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         if variant != 'upstream':
             time.sleep(1.5)  # one more stats report
             summed = totals(stats)
-            window = steady_window([(t, c - len(warm))
-                                    for t, c in progress], len(payloads),
-                                   high=high)
             if window is not None:
                 first = [w for t, w in waited if t >= window[0]][:1]
                 last = [w for t, w in waited if t >= window[1]][:1]
@@ -188,8 +211,12 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             # One request per tenant per host flush.
             per_request = min(batch, len(payloads)) / min(len(tenants), batch)
         persister.stop()
+        before = cpu_seconds(influx.proc.pid)
         ceiling = post_ceiling(influx, tenants, payloads_lines(payloads),
                                max(1, int(round(per_request))))
+        if cpu is not None:
+            report_cpu(variant, cpu, steady, ceiling, (
+                cpu_seconds(influx.proc.pid) - before) / len(payloads))
         return len(payloads) / took, per_request, peak / 1024, ceiling, \
             steady
 
@@ -213,6 +240,85 @@ def waits(stats_glob) -> dict:
     return {k: v for k, v in metrics.get('gauges', {}).items()
             if k in ('kafka_wait_seconds', 'room_wait_seconds',
                      'kafka_waits')}
+
+
+def cpu_used(influx, broker, persister) -> dict:
+    """CPU seconds so far of influxd, the broker, the persister (its
+    parent and workers) and this process (which only watches)."""
+    out = {'bench': time.process_time()}
+    for name, pids in (('influxd', [influx.proc.pid]),
+                       ('broker', [broker.proc.pid]),
+                       ('persister', [persister.proc.pid] + children(
+                           persister.proc.pid))):
+        total = 0.0
+        for pid in pids:
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass  # a worker that ended
+        out[name] = total
+    return out
+
+
+def cpu_in(used, window, records) -> dict:
+    """CPU seconds a record of each process, and cores busy in all,
+    between the samples nearest the *window*'s ends."""
+    first = min(used, key=lambda u: abs(u[0] - window[0]))
+    last = min(used, key=lambda u: abs(u[0] - window[1]))
+    seconds = last[0] - first[0]
+    if seconds <= 0:
+        return None
+    spent = {k: last[1][k] - first[1][k] for k in last[1]}
+    rate = records / (window[1] - window[0])
+    return {'per_record': {k: v / seconds / rate for k, v in spent.items()},
+            'cores': sum(spent.values()) / seconds}
+
+
+def report_cpu(variant, cpu, steady, ceiling, ceiling_influxd) -> None:
+    """What the machine's two cores spent on a record in the steady
+    window, and the rate they bound: with every process's cost as
+    measured, the cores busy all the time, and influxd paying only what
+    it paid a point in the ceiling run, no faster run is possible on this
+    machine; the share of the ceiling that bound is says what 80% of it
+    would need."""
+    per = cpu['per_record']
+    cores = os.cpu_count()
+    rest = sum(v for k, v in per.items() if k != 'influxd')
+    bound = cores / (ceiling_influxd + rest) if ceiling_influxd + rest \
+        else 0
+    print('  %s: steady window, %.2f of %d cores busy; CPU us a record: '
+          '%s (influxd %.1f a point in the ceiling run); these costs on '
+          '%d busy cores bound the run at %.0f records/s, %.0f%% of the '
+          'ceiling (the run: %.0f%%)' % (
+              variant, cpu['cores'], cores, ', '.join(
+                  '%s %.1f' % (k, v * 1e6) for k, v in sorted(per.items())),
+              ceiling_influxd * 1e6, cores, bound,
+              100 * bound / ceiling if ceiling else 0,
+              100 * steady / ceiling if ceiling and steady else 0),
+          flush=True)
+
+
+def databases_filled(influx) -> int:
+    """Databases in which influxd holds a shard (their first point
+    written), from its data directory: asking influxd would add to what is
+    measured."""
+    data = os.path.join(influx.dir, 'data')
+    filled = 0
+    try:
+        databases = os.scandir(data)
+    except OSError:
+        return 0
+    with databases:
+        for database in databases:
+            if database.name.startswith('_'):  # _internal
+                continue
+            try:
+                if any(os.listdir(policy.path) for policy in
+                       os.scandir(database.path) if policy.is_dir()):
+                    filled += 1
+            except OSError:
+                pass
+    return filled
 
 
 def steady_end(total, extra=''):

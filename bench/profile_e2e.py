@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
@@ -80,6 +81,15 @@ def main():
     parser.add_argument('--batch', type=int, default=20000)
     parser.add_argument('--variant', default='coalescing')
     parser.add_argument('--top', type=int, default=15)
+    parser.add_argument('--gil', action='store_true',
+                        help='sample only the thread holding the GIL (what '
+                             'bounds a worker whose threads share one '
+                             'core), not every thread idle or not')
+    parser.add_argument('--seconds', type=int, default=0,
+                        help='profile and count only this long after the '
+                             'timed records start (the steady window, '
+                             'without the last points\' max_delay); 0: '
+                             'until they are written')
     parser.add_argument('--produce-first', action='store_true',
                         help='every record in Kafka before the persister '
                              'starts (the producer is not timed)')
@@ -106,22 +116,39 @@ def main():
                                 'record', '--pid', str(worker),
                                 '--format', 'raw', '--output', raw,
                                 '--rate', '200', '--nonblocking',
-                                '--threads', '--idle'],
+                                '--threads'] + (
+                                    ['--gil'] if args.gil else ['--idle']) + (
+                                    ['--duration', str(args.seconds)]
+                                    if args.seconds else []),
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         pids = {'persister worker': worker, 'influxd': influx.proc.pid}
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         machine = machine_busy()
 
-        def done(took):
+        started = time.monotonic()
+
+        def cores(took):
             used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
             busy, total = (a - b for a, b in zip(machine_busy(), machine))
             used['whole machine'] = busy / total * os.cpu_count() * took
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file then
+            return ', '.join('%s %.2f' % (k, v / took)
+                             for k, v in used.items())
+        if args.seconds:
+            window = threading.Timer(args.seconds, lambda: print(
+                'cores busy in the first %.0f s: %s' % (
+                    args.seconds, cores(time.monotonic() - started)),
+                flush=True))
+            window.daemon = True
+            window.start()
+
+        def done(took):
+            busy = cores(took)
+            if spy.poll() is None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file
             spy.wait(60)
             print('%d records in %.1f s (%.0f/s); cores busy: %s' % (
-                len(payloads), took, len(payloads) / took, ', '.join(
-                    '%s %.2f' % (k, v / took) for k, v in used.items())))
+                len(payloads), took, len(payloads) / took, busy))
         return done
     rate, per_request, rss, ceiling, _ = run(args.variant, tenants, payloads,
                                           warm, work, args.batch, watch,

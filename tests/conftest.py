@@ -9,7 +9,25 @@ import pytest
 from oslo_config import cfg
 
 from monasca_persister_dbpt import conf as dbpt_conf
+from monasca_persister_dbpt.commits.buffers import TenantBuffers
 from tests import servers
+
+
+@pytest.fixture(autouse=True)
+def buffers_closed_after_each_test(monkeypatch):
+    """Every driver a test builds in process has its timer stopped when
+    the test ends: left running, it went on writing to servers that later
+    tests had stopped, and logged into streams pytest had closed."""
+    made = []
+    build = TenantBuffers.__init__
+
+    def tracked(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        made.append(self)
+    monkeypatch.setattr(TenantBuffers, '__init__', tracked)
+    yield
+    for buffers in made:
+        buffers.close()
 
 
 @pytest.fixture

@@ -80,6 +80,23 @@ class Watermark:
         if offset >= self._next.get(partition, -1):
             self._next[partition] = offset + 1
 
+    def track_many(self, entries: list) -> None:
+        """:meth:`track` for each ``(partition, offset, ticket)`` of
+        *entries*, which are in offset order within each partition."""
+        pending_of = self._pending
+        following = self._next
+        last = None
+        pending = None
+        for partition, offset, ticket in entries:
+            if partition != last:
+                last = partition
+                pending = pending_of.get(partition)
+                if pending is None:
+                    pending = pending_of[partition] = collections.deque()
+            pending.append((offset, ticket))
+            if offset >= following.get(partition, -1):
+                following[partition] = offset + 1
+
     def skip(self, partition: Partition, offset: int) -> None:
         """A record with nothing to write (refused): only the position."""
         if offset >= self._next.get(partition, -1):

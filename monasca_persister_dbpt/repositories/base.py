@@ -350,9 +350,12 @@ class TenantRepository(Repository):
         urgent = self.buffers.urgent
         put = self.buffers.put
         tracked = self.watermark is not None
-        groups: dict = {}    # (partition, tenant) -> [first offset, lines]
+        groups: dict = {}    # (partition, tenant) -> its lines
+        puts = []            # (tenant, lines), a group each
+        firsts = []          # (partition, first offset), a group each
         entries = []         # (partition, first offset, ticket)
         last: dict = {}      # partition -> its last offset in the batch
+        partition = offset = None
         accepted = 0
         self._many = True
         try:
@@ -366,28 +369,26 @@ class TenantRepository(Repository):
                 if tracked:
                     partition = (message.topic(), message.partition())
                     offset = last[partition] = message.offset()
-                else:
-                    partition = offset = None
                 if line is None:
                     continue
                 accepted += 1
                 if tenant in urgent:
                     entries.append((partition, offset, put(tenant, (line,))))
                     continue
-                group = groups.get((partition, tenant))
-                if group is None:
-                    groups[(partition, tenant)] = [offset, [line]]
+                lines = groups.get((partition, tenant))
+                if lines is None:
+                    lines = groups[(partition, tenant)] = [line]
+                    puts.append((tenant, lines))
+                    firsts.append((partition, offset))
                 else:
-                    group[1].append(line)
+                    lines.append(line)
         finally:
             self._many = False
-        for (partition, tenant), (offset, lines) in groups.items():
-            entries.append((partition, offset, put(tenant, lines)))
+        entries.extend((partition, offset, ticket) for (partition, offset),
+                       ticket in zip(firsts, self.buffers.put_many(puts)))
         if tracked:
-            track = self.watermark.track
             entries.sort(key=_entry_order)
-            for partition, offset, ticket in entries:
-                track(partition, offset, ticket)
+            self.watermark.track_many(entries)
             for partition, offset in last.items():
                 self.watermark.skip(partition, offset)
         if self._host_batch is not None:

@@ -351,3 +351,100 @@ def test_over_the_bound_the_largest_buffers_are_written_a_little_at_a_time():
     assert len(writer.written) == 100 * len(tenants)
     sizes = sorted(size for _, size in requests)
     assert sum(sizes) / len(sizes) >= 17, sizes
+
+
+def _mixed_messages():
+    """Two partitions, three tenants interleaved, a refused record."""
+    out = []
+    for i in range(30):
+        tenant = 't%d' % (i % 3)
+        payload = records.encode(records.metric(tenant, timestamp=1 + i))
+        if i == 7:
+            payload = hostile.METRICS[0][0]
+        out.append(records.Message(payload, offset=100 + i // 2,
+                                   partition=i % 2))
+    return out
+
+
+def test_a_batch_taken_whole_buffers_and_tracks_as_one_message_a_time(conf):
+    from monasca_persister_dbpt.commits.consumer import Messages
+    conf.set_override('max_delay', 60.0, 'dbpt')
+    conf.set_override('coalesce_points', 1000, 'dbpt')
+    one, whole = MetricsRepository(conf), MetricsRepository(conf)
+    for repo in (one, whole):
+        repo.buffers._writer = Writer()
+    batch = one.data_points_class()
+    for message in _mixed_messages():
+        line, tenant = one.process_message(message)
+        batch.append(tenant, line)
+    whole.data_points_class()
+    whole.process_message(Messages(_mixed_messages()))
+
+    def contents(repo):
+        # A tenant's lines of one partition keep their order; between
+        # partitions Kafka promises none.
+        return {t: sorted(b.lines, key=lambda line: int(line.rsplit(' ')[-1]))
+                for t, b in repo.buffers._buffers.items()}
+    assert contents(whole) == contents(one)
+    assert sorted(contents(whole)) == ['t0', 't1', 't2']
+    assert sum(map(len, contents(whole).values())) == 29
+    # Nothing written: both commit no further than the first record.
+    assert whole.watermark.offsets() == one.watermark.offsets() == {
+        P0: 100, P1: 100}
+    for repo in (one, whole):
+        repo.buffers.flush(everything=True)
+    assert whole.watermark.offsets() == one.watermark.offsets() == {
+        P0: 115, P1: 115}
+
+
+def test_put_many_ships_full_and_urgent_tenants_and_counts_held_points():
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=60.0)
+    buffers.urgent.add('urgent')
+    tickets = buffers.put_many([('full', ['f%d' % i for i in range(5)]),
+                                ('some', ['s0', 's1']),
+                                ('urgent', ['u0'])])
+    assert [type(t) for t in tickets] == [Ticket] * 3
+    assert _wait(lambda: len(writer.written) == 6)
+    assert sorted(writer.requests) == [('full', 5), ('urgent', 1)]
+    assert tickets[0].done and tickets[2].done and not tickets[1].done
+    assert buffers.buffered() == 2
+    # A tenant whose server does not take its points: they join its held
+    # points, counted as held, and are not shipped again meanwhile.
+    writer.down.add('down')
+    buffers.put_many([('down', ['d%d' % i for i in range(5)])])
+    assert _wait(lambda: buffers._buffers['down'].held)
+    buffers.put_many([('down', ['d5', 'd6'])])
+    assert buffers._stats.total('points_held') >= 7
+    writer.down.clear()
+    buffers.flush(everything=True)
+    assert sorted(line for t, line in writer.written if t == 'down') == [
+        'd%d' % i for i in range(7)]
+
+
+def test_track_many_is_track_for_each_entry():
+    one, many = Watermark(), Watermark()
+    entries = [(P0, 3, Ticket()), (P0, 5, Ticket()), (P1, 1, Ticket()),
+               (P1, 2, Ticket())]
+    for entry in entries:
+        one.track(*entry)
+    many.track_many(entries)
+    assert many.offsets() == one.offsets() == {P0: 3, P1: 1}
+    entries[0][2].done = True
+    entries[2][2].done = True
+    assert many.offsets() == one.offsets() == {P0: 5, P1: 2}
+    entries[1][2].done = entries[3][2].done = True
+    assert many.offsets() == one.offsets() == {P0: 6, P1: 3}
+
+
+def test_a_closed_buffers_timer_ends_and_writes_nothing_more():
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=0.05)
+    buffers.add('t', 'a0')
+    buffers.flush(everything=False)  # the host's flush starts the timer
+    assert _wait(lambda: writer.written == [('t', 'a0')])
+    buffers.close()
+    buffers._timer.join(30)
+    assert not buffers._timer.is_alive()
+    buffers.put('t', ('a1',))  # due by age, and no timer to write it
+    assert writer.written == [('t', 'a0')]
