@@ -81,7 +81,7 @@ def processed(log_path):
 
 
 def run(variant, tenants, payloads, warm, work, batch, watch=None,
-        produce_first=False, extra=''):
+        produce_first=False, extra='', workers=1):
     """One variant; *watch(persister, influx)*, if given, is called when
     the timed records are produced and returns a callable called when they
     are written (bench/profile_e2e.py profiles with it)."""
@@ -98,7 +98,7 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         # producer is not timed against the producer.
         produce(broker, 'metrics', warm + payloads if produce_first else warm)
         settings = dict(batch_size=batch, max_wait=5, stats_interval=1,
-                        extra='')
+                        extra='', num_processors=workers)
         counted_by_host = variant == 'upstream' or variant.startswith('noop')
         if variant == 'upstream':
             settings['metrics_driver'] = servers.UPSTREAM_METRICS
@@ -228,18 +228,19 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
 
 
 def waits(stats_glob) -> dict:
-    """Seconds our metrics driver's host thread waited, by cause: for
-    records (kafka), for room in its buffers. The worker that wrote the
-    most is the metrics worker (the alarms worker waits for records all
-    the time)."""
-    found = snapshots(stats_glob)
-    if not found:
-        return {}
-    metrics = max(found, key=lambda snap: snap.get('totals', {}).get(
-        'points_written', 0))
-    return {k: v for k, v in metrics.get('gauges', {}).items()
-            if k in ('kafka_wait_seconds', 'room_wait_seconds',
-                     'kafka_waits')}
+    """Seconds our metrics drivers' host threads waited, by cause: for
+    records (kafka), for room in their buffers; summed over the workers
+    that wrote points (the metrics workers: the alarms workers wait for
+    records all the time and write none here)."""
+    out: dict = {}
+    for snap in snapshots(stats_glob):
+        if not snap.get('totals', {}).get('points_written'):
+            continue
+        for key, value in snap.get('gauges', {}).items():
+            if key in ('kafka_wait_seconds', 'room_wait_seconds',
+                       'kafka_waits'):
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 def cpu_used(influx, broker, persister) -> dict:
@@ -414,10 +415,15 @@ def main():
                         help='produce every record before the persister '
                              'starts; time from the warm records written '
                              '(database creation) to the last')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='[kafka_metrics] num_processors, every variant')
     parser.add_argument('--dbpt', action='append', default=[],
                         metavar='OPTION=VALUE',
                         help='a [dbpt] option for our variants (repeatable)')
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error('--workers takes a whole number of at least 1, not %d'
+                     % args.workers)
     for option in args.dbpt:
         if '=' not in option:
             parser.error('--dbpt takes OPTION=VALUE, not %r' % option)
@@ -437,7 +443,8 @@ def main():
             results[variant] = run(variant, tenants, payloads, warm, work,
                                    args.batch,
                                    produce_first=args.produce_first,
-                                   extra='\n'.join(args.dbpt))
+                                   extra='\n'.join(args.dbpt),
+                                   workers=args.workers)
         base = results.get('upstream', (None,))[0]
         for variant, (rate, per_request, rss, ceiling, steady) in \
                 results.items():

@@ -9,13 +9,17 @@ position after the last record seen when none is pending: a worker killed
 at any moment re-reads at most what was not written, and a new owner of
 the partition after a rebalance starts there too.
 
-Only the host's thread tracks and computes offsets; writer threads only set
-``Ticket.done``.
+The host's thread tracks and computes offsets, writer threads only set
+``Ticket.done``, and the stats and exposition threads read the lag: reading
+offsets pops written records off a partition's queue, so a lock keeps two
+readers from popping one record each where one had seen only the first
+done (the commit then passed a record not yet written).
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Iterable, Optional
 
 #: (topic, partition)
@@ -71,14 +75,16 @@ class Watermark:
         self._pending: dict[Partition, collections.deque] = {}
         self._next: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
+        self._lock = threading.Lock()
 
     def track(self, partition: Partition, offset: int, ticket: Ticket) -> None:
-        pending = self._pending.get(partition)
-        if pending is None:
-            pending = self._pending[partition] = collections.deque()
-        pending.append((offset, ticket))
-        if offset >= self._next.get(partition, -1):
-            self._next[partition] = offset + 1
+        with self._lock:
+            pending = self._pending.get(partition)
+            if pending is None:
+                pending = self._pending[partition] = collections.deque()
+            pending.append((offset, ticket))
+            if offset >= self._next.get(partition, -1):
+                self._next[partition] = offset + 1
 
     def track_many(self, entries: list) -> None:
         """:meth:`track` for each ``(partition, offset, ticket)`` of
@@ -87,29 +93,33 @@ class Watermark:
         following = self._next
         last = None
         pending = None
-        for partition, offset, ticket in entries:
-            if partition != last:
-                last = partition
-                pending = pending_of.get(partition)
-                if pending is None:
-                    pending = pending_of[partition] = collections.deque()
-            pending.append((offset, ticket))
-            if offset >= following.get(partition, -1):
-                following[partition] = offset + 1
+        with self._lock:
+            for partition, offset, ticket in entries:
+                if partition != last:
+                    last = partition
+                    pending = pending_of.get(partition)
+                    if pending is None:
+                        pending = pending_of[partition] = \
+                            collections.deque()
+                pending.append((offset, ticket))
+                if offset >= following.get(partition, -1):
+                    following[partition] = offset + 1
 
     def skip(self, partition: Partition, offset: int) -> None:
         """A record with nothing to write (refused): only the position."""
-        if offset >= self._next.get(partition, -1):
-            self._next[partition] = offset + 1
+        with self._lock:
+            if offset >= self._next.get(partition, -1):
+                self._next[partition] = offset + 1
 
     def offsets(self) -> dict[Partition, int]:
         """What may be committed now, per partition."""
         out = {}
-        for partition, position in list(self._next.items()):
-            pending = self._pending.get(partition)
-            while pending and pending[0][1].done:
-                pending.popleft()
-            out[partition] = pending[0][0] if pending else position
+        with self._lock:
+            for partition, position in self._next.items():
+                pending = self._pending.get(partition)
+                while pending and pending[0][1].done:
+                    pending.popleft()
+                out[partition] = pending[0][0] if pending else position
         return out
 
     def owed(self) -> bool:
@@ -124,13 +134,15 @@ class Watermark:
         """Forget partitions assigned anew (after a rebalance the group's
         committed offset is where reading starts; stale points of ours are
         still written, they just no longer hold anything back)."""
-        for partition in partitions:
-            self._pending.pop(partition, None)
-            self._next.pop(partition, None)
-            self._committed.pop(partition, None)
+        with self._lock:
+            for partition in partitions:
+                self._pending.pop(partition, None)
+                self._next.pop(partition, None)
+                self._committed.pop(partition, None)
 
     def lag(self) -> int:
         """Records seen but not committable yet, over all partitions."""
         offsets = self.offsets()
-        return sum(max(self._next[p] - o, 0) for p, o in offsets.items()
-                   if p in self._next)
+        following = dict(self._next)
+        return sum(max(following[p] - o, 0) for p, o in offsets.items()
+                   if p in following)

@@ -160,3 +160,48 @@ def test_a_workers_share_is_its_partitions_over_the_topics(
     assert commit_guard.partition_share() == 0.25
     lib.assigned = []
     assert commit_guard.partition_share() is None  # owns nothing now
+
+
+def test_offsets_read_by_a_gauge_thread_never_pass_an_unwritten_record():
+    """The stats thread reads the watermark's lag while the host's thread
+    computes the commit: both pop written records off the same queue, and
+    without a lock one popped a record the other had not seen done, so
+    the commit passed a point not yet written (or the host's thread died
+    on an empty queue)."""
+    import sys
+    import threading
+
+    from monasca_persister_dbpt.commits.watermark import Ticket, Watermark
+    partition = ('metrics', 0)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can
+    try:
+        for _ in range(150):
+            watermark = Watermark()
+            tickets = [Ticket() for _ in range(3000)]
+            for offset, ticket in enumerate(tickets):
+                watermark.track(partition, offset, ticket)
+            seen, errors = [], []
+            stop = threading.Event()
+
+            def read(watermark=watermark, seen=seen, errors=errors,
+                     stop=stop):
+                try:
+                    while not stop.is_set():
+                        seen.append(watermark.offsets()[partition])
+                        watermark.lag()
+                except Exception as exc:  # noqa: BLE001 - what we look for
+                    errors.append(exc)
+            readers = [threading.Thread(target=read) for _ in range(2)]
+            for reader in readers:
+                reader.start()
+            for ticket in tickets[:2000]:
+                ticket.done = True
+            stop.set()
+            for reader in readers:
+                reader.join()
+            assert errors == []
+            assert max(seen) <= 2000
+            assert watermark.offsets() == {partition: 2000}
+    finally:
+        sys.setswitchinterval(interval)
