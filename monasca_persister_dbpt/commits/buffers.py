@@ -166,7 +166,7 @@ class TenantBuffers:
         if self._placements.replicated:
             return [self.put(tenant, lines) for tenant, lines in groups]
         tickets = []
-        ship = []
+        ship = []   # (tenant, what _take took), taken as put would
         held = []
         coalesce = self.coalesce_points
         urgent = self.urgent
@@ -187,12 +187,14 @@ class TenantBuffers:
                     held.append((tenant, len(lines)))
                 elif (len(buf.lines) >= coalesce or tenant in urgent) and \
                         not buf.inflight:
-                    ship.append(tenant)
+                    # Taken now: a later group of the same tenant (another
+                    # partition) starts a new ticket, as after a put.
+                    ship.append((tenant, self._take(tenant)))
             self._points += added
         for tenant, count in held:  # join the held points of their tenant
             self._stats.add(tenant, 'points_held', count)
-        for tenant in ship:
-            self._ship(tenant)
+        for tenant, taken in ship:
+            self._submit(tenant, taken)
         return tickets
 
     def relieve(self) -> None:
@@ -403,16 +405,26 @@ class TenantBuffers:
     def _ship(self, key) -> None:
         """Hand a tenant's buffer (one replica's) to the writer pool."""
         with self._lock:
-            buf = self._buffers.get(key)
-            if buf is None or buf.busy or not buf.lines:
-                return
-            lines, tickets, held = buf.lines, buf.tickets, buf.held
-            buf.lines, buf.tickets = [], [Ticket()]
-            buf.inflight = len(lines)
-            buf.since = time.monotonic()
-        placement = self._placement(key)
-        self._writer.submit_call(self._write, key, placement, lines,
-                                 tickets, held)
+            taken = self._take(key)
+        if taken is not None:
+            self._submit(key, taken)
+
+    def _take(self, key) -> Optional[tuple]:
+        """Under the lock: a buffer's points and tickets to write, a new
+        ticket for what comes next (None if busy or empty)."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.busy or not buf.lines:
+            return None
+        taken = (buf.lines, buf.tickets, buf.held)
+        buf.lines, buf.tickets = [], [Ticket()]
+        buf.inflight = len(taken[0])
+        buf.since = time.monotonic()
+        return taken
+
+    def _submit(self, key, taken: tuple) -> None:
+        lines, tickets, held = taken
+        self._writer.submit_call(self._write, key, self._placement(key),
+                                 lines, tickets, held)
 
     def _write(self, key, placement, lines, tickets, held) -> None:
         """In a writer thread: all of a buffer, in chunks."""

@@ -448,3 +448,17 @@ def test_a_closed_buffers_timer_ends_and_writes_nothing_more():
     assert not buffers._timer.is_alive()
     buffers.put('t', ('a1',))  # due by age, and no timer to write it
     assert writer.written == [('t', 'a0')]
+
+
+def test_put_many_ships_a_tenant_as_put_would_when_it_comes_twice():
+    """A tenant's points of two partitions are two groups: the first fills
+    its buffer and is written alone, the second waits under a ticket of
+    its own, as two puts would have it (and the functional tests expect)."""
+    writer = Writer()
+    buffers = _buffers(writer, max_delay=60.0)
+    tickets = buffers.put_many([('twice', ['a%d' % i for i in range(5)]),
+                                ('twice', ['b0', 'b1'])])
+    assert tickets[0] is not tickets[1]
+    assert _wait(lambda: tickets[0].done)
+    assert writer.requests == [('twice', 5)]
+    assert not tickets[1].done and buffers.buffered() == 2
