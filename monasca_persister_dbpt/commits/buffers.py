@@ -155,16 +155,21 @@ class TenantBuffers:
         copies = len(self._placements.place(tenant).copies) \
             if self._placements.replicated else 1
         if copies == 1:
-            return self._add(tenant, tenant, lines)
+            return self._put_each(((tenant, lines),))[0]
         return self._add_replicated(tenant, lines, copies)
 
-    def put_many(self, groups: list) -> list:
+    def put_many(self, groups) -> list:
         """:meth:`put` for each ``(tenant, lines)`` of *groups*, under one
         lock: a batch over many tenants brings one or two points for each,
         and a lock, a call and a check a tenant cost more than the points.
-        The tickets, in the order of *groups*."""
+        The tickets, in the order of *groups*. (One tenant's :meth:`put`
+        comes here too: one rule for when a buffer is written.)"""
         if self._placements.replicated:
             return [self.put(tenant, lines) for tenant, lines in groups]
+        return self._put_each(groups)
+
+    def _put_each(self, groups) -> list:
+        """:meth:`put_many` for tenants of one copy each."""
         tickets = []
         ship = []   # (tenant, what _take took), taken as put would
         held = []
@@ -201,23 +206,6 @@ class TenantBuffers:
         """Wait for room when over buffered_points_max."""
         if self._points > self._buffered_max:
             self._relieve()
-
-    def _add(self, key, tenant: str, lines) -> Ticket:
-        with self._lock:
-            buf = self._buffers.get(key)
-            if buf is None:
-                buf = self._buffers[key] = _Buffer(time.monotonic())
-            buf.lines.extend(lines)
-            self._points += len(lines)
-            ticket = buf.tickets[-1]
-            held = buf.held
-            ship = (len(buf.lines) >= self.coalesce_points or
-                    tenant in self.urgent) and not buf.busy and not held
-        if held:  # joins the held points of its tenant
-            self._stats.add(tenant, 'points_held', len(lines))
-        if ship:
-            self._ship(key)
-        return ticket
 
     def _add_replicated(self, tenant: str, lines,
                         copies: int) -> JointTicket:
