@@ -55,8 +55,10 @@ VARIANTS = ('coalescing', 'no coalescing', 'upstream')
 #: loop's own ceiling), unpatched and with the batched consumer.
 MORE_VARIANTS = ('batched', 'noop', 'noop batched')
 NOOP = 'bench.noop_driver:NoopRepository'
-#: consume_batch of the 'batched' variants.
-CONSUME_BATCH = 1000
+#: consume_batch of the 'batched' variants (--consume-batch): ten times
+#: the 1,000 tenants of the many-tenant runs, so that a batch brings each
+#: tenant several records (see the benchmarks page).
+CONSUME_BATCH = 10000
 
 
 def produce(broker, topic, payloads):
@@ -81,7 +83,8 @@ def processed(log_path):
 
 
 def run(variant, tenants, payloads, warm, work, batch, watch=None,
-        produce_first=False, extra='', workers=1):
+        produce_first=False, extra='', workers=1,
+        consume_batch=CONSUME_BATCH):
     """One variant; *watch(persister, influx)*, if given, is called when
     the timed records are produced and returns a callable called when they
     are written (bench/profile_e2e.py profiles with it)."""
@@ -105,11 +108,11 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
         elif variant == 'no coalescing':
             settings['extra'] = 'max_delay = 0'
         elif variant == 'batched':
-            settings['extra'] = 'consume_batch = %d' % CONSUME_BATCH
+            settings['extra'] = 'consume_batch = %d' % consume_batch
         elif variant.startswith('noop'):
             settings['metrics_driver'] = NOOP
             os.environ['DBPT_BENCH_CONSUME_BATCH'] = str(
-                CONSUME_BATCH if variant == 'noop batched' else 0)
+                consume_batch if variant == 'noop batched' else 0)
         if extra and not counted_by_host:
             settings['extra'] += '\n' + extra
         path = os.environ.get('PYTHONPATH')
@@ -417,10 +420,16 @@ def main():
                              '(database creation) to the last')
     parser.add_argument('--workers', type=int, default=1,
                         help='[kafka_metrics] num_processors, every variant')
+    parser.add_argument('--consume-batch', type=int, default=CONSUME_BATCH,
+                        help='[dbpt] consume_batch of the batched variants '
+                             '(default %(default)s)')
     parser.add_argument('--dbpt', action='append', default=[],
                         metavar='OPTION=VALUE',
                         help='a [dbpt] option for our variants (repeatable)')
     args = parser.parse_args()
+    if not 1 <= args.consume_batch <= 100000:
+        parser.error('--consume-batch takes a whole number from 1 to '
+                     '100000, not %d' % args.consume_batch)
     if args.workers < 1:
         parser.error('--workers takes a whole number of at least 1, not %d'
                      % args.workers)
@@ -444,7 +453,8 @@ def main():
                                    args.batch,
                                    produce_first=args.produce_first,
                                    extra='\n'.join(args.dbpt),
-                                   workers=args.workers)
+                                   workers=args.workers,
+                                   consume_batch=args.consume_batch)
         base = results.get('upstream', (None,))[0]
         for variant, (rate, per_request, rss, ceiling, steady) in \
                 results.items():

@@ -224,8 +224,12 @@ guard_opts = [
                help='Take up to this many Kafka messages per consume() call '
                     'instead of the host\'s one poll() per message (the same '
                     'messages in the same order, errors, rebalances and the '
-                    'commit interval kept; see the architecture page). 0: '
-                    'the host\'s own loop.'),
+                    'commit interval kept; see the architecture page). A '
+                    'batch is grouped by tenant at a cost per tenant, so '
+                    'about ten times the tenants a worker writes is a good '
+                    'size (each then has several records a batch); a call '
+                    'never waits for a batch to fill. 0: the host\'s own '
+                    'loop.'),
     cfg.IntOpt('fetch_queue_backoff_ms', default=10, min=-1, max=300000,
                help='librdkafka\'s fetch.queue.backoff.ms for the host\'s '
                     'Kafka consumer: how long it waits to fetch again once '
