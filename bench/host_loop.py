@@ -14,6 +14,7 @@ bench/consumer_rate.py's.
     .venv/bin/python bench/host_loop.py --tenants 1000
     .venv/bin/python bench/host_loop.py --tenants 1000 --gc-threshold 0
     .venv/bin/python bench/host_loop.py --tenants 1000 --consume-batch 10000
+    .venv/bin/python bench/host_loop.py --tenants 1000 --partitions 4
 
 Wall time (with its waits for room) and the CPU of the host's thread alone.
 """
@@ -60,9 +61,20 @@ def main():
                         help='[kafka_metrics] batch_size (default 20000)')
     parser.add_argument('--consume-batch', type=int, default=1000)
     parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--partitions', type=int, default=1,
+                        help='spread the records over this many partitions, '
+                             'in runs of 100 as a consumer gets them')
     parser.add_argument('--gc-threshold', type=int, default=None,
                         help='[dbpt] gc_threshold (0: Python\'s 700)')
     args = parser.parse_args()
+    if args.partitions < 1:
+        parser.error('--partitions takes a whole number of at least 1, '
+                     'not %d' % args.partitions)
+
+    def spread(batch):
+        for i, message in enumerate(batch):
+            message._partition = (i // 100) % args.partitions
+        return batch
     influx = servers.InfluxServer().start()
     try:
         configure(influx, 4, 5000)
@@ -83,7 +95,8 @@ def main():
         cpu = {label: [] for label in took}
         for _ in range(args.repeat):
             for label in took:
-                batch = messages(args.records, args.tenants, base, offset)
+                batch = spread(messages(args.records, args.tenants, base,
+                                        offset))
                 offset += len(batch)
                 if label == 'batches taken whole':
                     k = args.consume_batch

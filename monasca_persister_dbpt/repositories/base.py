@@ -340,10 +340,7 @@ class TenantRepository(Repository):
     def _process_many(self, messages) -> tuple:
         """A whole batch of the batched consumer: the host's loop runs
         once for it, and each tenant's points go into its buffer in one
-        step, under one ticket tracked at the tenant's first offset in
-        each partition of the batch (a group a tenant, not a tenant and
-        partition: the work of a group is most of a batch's cost when
-        tenants are many).
+        step, tracked once per tenant and partition.
 
         Nothing is tracked until every message is read: a SIGTERM's stop
         in between commits only what came before the batch. A tenant
@@ -353,13 +350,12 @@ class TenantRepository(Repository):
         urgent = self.buffers.urgent
         put = self.buffers.put
         tracked = self.watermark is not None
-        groups: dict = {}    # tenant -> [its lines, {partition: first
-        #                      offset}, the partition of its last line]
+        groups: dict = {}    # (partition, tenant) -> its lines
         puts = []            # (tenant, lines), a group each
+        firsts = []          # (partition, first offset), a group each
         entries = []         # (partition, first offset, ticket)
         last: dict = {}      # partition -> its last offset in the batch
         partition = offset = None
-        topic = number = None
         accepted = 0
         self._many = True
         try:
@@ -371,12 +367,7 @@ class TenantRepository(Repository):
                                   'being dropped. %s', message)
                     line = None
                 if tracked:
-                    # Messages come in runs of one partition: one tuple a
-                    # run, so that a group sees the same one again.
-                    if message.partition() != number or \
-                            message.topic() != topic:
-                        topic, number = message.topic(), message.partition()
-                        partition = (topic, number)
+                    partition = (message.topic(), message.partition())
                     offset = last[partition] = message.offset()
                 if line is None:
                     continue
@@ -384,24 +375,18 @@ class TenantRepository(Repository):
                 if tenant in urgent:
                     entries.append((partition, offset, put(tenant, (line,))))
                     continue
-                group = groups.get(tenant)
-                if group is None:
-                    group = groups[tenant] = [[line], {partition: offset},
-                                              partition]
-                    puts.append((tenant, group[0]))
+                lines = groups.get((partition, tenant))
+                if lines is None:
+                    lines = groups[(partition, tenant)] = [line]
+                    puts.append((tenant, lines))
+                    firsts.append((partition, offset))
                 else:
-                    group[0].append(line)
-                    if group[2] is not partition:
-                        group[2] = partition
-                        if partition not in group[1]:
-                            group[1][partition] = offset
+                    lines.append(line)
         finally:
             self._many = False
-        tickets = self.buffers.put_many(puts)
+        entries.extend((partition, offset, ticket) for (partition, offset),
+                       ticket in zip(firsts, self.buffers.put_many(puts)))
         if tracked:
-            for group, ticket in zip(groups.values(), tickets):
-                entries.extend((partition, offset, ticket) for
-                               partition, offset in group[1].items())
             entries.sort(key=_entry_order)
             self.watermark.track_many(entries)
             for partition, offset in last.items():

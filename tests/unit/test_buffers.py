@@ -397,43 +397,6 @@ def test_a_batch_taken_whole_buffers_and_tracks_as_one_message_a_time(conf):
         P0: 115, P1: 115}
 
 
-def test_a_batch_takes_a_tenant_whole_over_its_partitions(conf):
-    """One group and one ticket a tenant and batch, whatever partitions
-    its records came from (with many tenants a group's work is most of a
-    batch's cost), tracked at its first offset in each partition: a
-    partition commits past a tenant's record only once that tenant's
-    points are written."""
-    from monasca_persister_dbpt.commits.consumer import Messages
-    conf.set_override('max_delay', 60.0, 'dbpt')
-    conf.set_override('coalesce_points', 1000, 'dbpt')
-    repo = MetricsRepository(conf)
-    repo.buffers._writer = Writer()
-    groups = []
-    put_many = repo.buffers.put_many
-    repo.buffers.put_many = lambda puts: (groups.append(
-        [(tenant, len(lines)) for tenant, lines in puts]), put_many(puts))[1]
-    repo.process_message(Messages(_mixed_messages()))
-    # t1's record at i == 7 is the refused one.
-    assert groups == [[('t0', 10), ('t1', 9), ('t2', 10)]]
-    for tenant, buf in repo.buffers._buffers.items():
-        stamps = [int(line.rsplit(' ')[-1]) for line in buf.lines]
-        assert stamps == sorted(stamps), tenant   # in message order
-    ticket = {t: b.tickets[-1] for t, b in repo.buffers._buffers.items()}
-    for partition in (P0, P1):
-        pending = repo.watermark._pending[partition]
-        # Each tenant once, under its one ticket.
-        assert sorted(id(t) for _, t in pending) == \
-            sorted(id(t) for t in ticket.values())
-    # P0: t0@100, t2@101, t1@102; P1: t1@100, t0@101, t2@102.
-    ticket['t0'].done = True
-    assert repo.watermark.offsets() == {P0: 101, P1: 100}
-    ticket['t1'].done = True
-    assert repo.watermark.offsets() == {P0: 101, P1: 102}
-    ticket['t2'].done = True
-    assert repo.watermark.offsets() == {P0: 115, P1: 115}
-    repo.buffers.flush(everything=True)
-
-
 def test_put_many_ships_full_and_urgent_tenants_and_counts_held_points():
     writer = Writer()
     buffers = _buffers(writer, max_delay=60.0)
