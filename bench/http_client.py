@@ -112,6 +112,7 @@ def main():
     except ValueError:
         parser.error('--sizes takes whole numbers of at least 1, separated '
                      'by commas, not %r' % args.sizes)
+    stop = threading.Event()
     influx = servers.InfluxServer().start()
     try:
         influx.query('CREATE DATABASE bench')
@@ -139,7 +140,6 @@ def main():
             assert response.status == 204, text
         clients = [('requests', via_requests), ('urllib3', via_urllib3)]
         clock = time.process_time
-        stop = threading.Event()
         if args.busy:
             clients.append(('http.client', via_http_client))
             clock = time.thread_time
@@ -164,10 +164,10 @@ def main():
                 print('%16d   %-11s  %12.0f   %15.0f' % (
                     size, label, statistics.median(r[0] for r in results),
                     statistics.median(r[1] for r in results)), flush=True)
-        stop.set()
         blocking.close()
         pools.close()
     finally:
+        stop.set()   # also when a request fails: no thread left spinning
         influx.close()
 
 
