@@ -43,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.scratch import scratch_dir  # noqa: E402
-from bench.soak import children, rss_kib, snapshots, totals  # noqa: E402
+from bench.soak import descendants, rss_kib, snapshots, totals  # noqa: E402
 from bench.soak import written  # noqa: E402
 from bench.write_path import cpu_seconds  # noqa: E402
 from tests import records  # noqa: E402
@@ -161,7 +161,7 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
                 raise RuntimeError('%s: not done: %s' % (
                     variant, persister.logtext()[-1500:]))
             peak = max(peak, sum(rss_kib(p) for p in
-                                 children(persister.proc.pid)))
+                                 descendants(persister.proc.pid)))
             progress.append((time.monotonic(), count()))
             used.append((progress[-1][0], cpu_used(influx, broker,
                                                    persister)))
@@ -252,7 +252,7 @@ def cpu_used(influx, broker, persister) -> dict:
     out = {'bench': time.process_time()}
     for name, pids in (('influxd', [influx.proc.pid]),
                        ('broker', [broker.proc.pid]),
-                       ('persister', [persister.proc.pid] + children(
+                       ('persister', [persister.proc.pid] + descendants(
                            persister.proc.pid))):
         total = 0.0
         for pid in pids:

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench.scratch import scratch_dir  # noqa: E402
 from bench.persister_e2e import produce  # noqa: E402
-from bench.soak import children, rss_kib, totals, written  # noqa: E402
+from bench.soak import descendants, rss_kib, totals, written  # noqa: E402
 from monasca_persister_dbpt.placement import Server  # noqa: E402
 from monasca_persister_dbpt.placement.servers import ServerMap  # noqa: E402
 from tests import records  # noqa: E402
@@ -44,7 +44,7 @@ def wait_written(stats, n, persister, timeout=3600):
         if time.monotonic() > deadline or not persister.alive():
             raise RuntimeError('not done: %s' % persister.logtext()[-1500:])
         peak = max(peak, sum(rss_kib(p) for p in
-                             children(persister.proc.pid)))
+                             descendants(persister.proc.pid)))
         time.sleep(0.2)
     return peak
 

@@ -47,6 +47,17 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[int]:
+    """Children, theirs, and so on: the workers and what they started (a
+    worker's write process, [dbpt] write_process)."""
+    found, look = [], [pid]
+    while look:
+        for child in children(look.pop()):
+            found.append(child)
+            look.append(child)
+    return found
+
+
 def snapshots(stats_glob: str) -> list:
     """The workers' stats files, read (a file being rewritten is skipped:
     it is read again at the next look)."""

@@ -39,9 +39,13 @@ def conf(tmp_path_factory):
     conf([], project='dbpt-test', default_config_files=[])
     conf.set_override('spill_dir', str(tmp_path_factory.mktemp('spill')),
                       'dbpt')
+    # Pure unit tests post nothing from a child process (influx_conf, for
+    # the real servers, has the default again).
+    conf.set_override('write_process', False, 'dbpt')
     yield conf
     conf.reset()
     conf.clear_override('spill_dir', 'dbpt')
+    conf.clear_override('write_process', 'dbpt')
 
 
 @pytest.fixture(scope='session')
@@ -95,6 +99,7 @@ def influx_conf(conf, influx):
     # coalescing tests turn max_delay on themselves).
     conf.set_override('max_delay', 0, 'dbpt')
     conf.set_override('stats_interval', 0, 'dbpt')
+    conf.clear_override('write_process', 'dbpt')
     return conf
 
 

@@ -41,6 +41,7 @@ from monasca_persister_dbpt.commits.spill import Spill
 from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
 from monasca_persister_dbpt.commits.watermark import JointTicket, Ticket
 from monasca_persister_dbpt.commits.watermark import may_abandon
+from monasca_persister_dbpt.influx.write_process import WriteProcess
 from monasca_persister_dbpt.influx.writer import InfluxWriter, WriteFailed
 from monasca_persister_dbpt.placement import PlacementMap
 from monasca_persister_dbpt.stats import LogThrottle, Stats
@@ -87,8 +88,12 @@ class TenantBuffers:
                  hold_after: Optional[float],
                  spill: Optional[Spill] = None,
                  stale: Optional[StaleRecorder] = None,
-                 stale_after: float = 300.0) -> None:
+                 stale_after: float = 300.0,
+                 poster: Optional[WriteProcess] = None) -> None:
         self._placements = placements
+        #: Where a buffer's write is posted first (a child process, see
+        #: influx/write_process.py); its own path takes what that fails.
+        self.poster = poster
         self._writer = writer
         self._stats = stats
         self._chunk = max(1, chunk_points)
@@ -411,8 +416,43 @@ class TenantBuffers:
 
     def _submit(self, key, taken: tuple) -> None:
         lines, tickets, held = taken
-        self._writer.submit_call(self._write, key, self._placement(key),
-                                 lines, tickets, held)
+        placement = self._placement(key)
+        poster = self.poster
+        if poster is not None and not held and len(lines) <= self._chunk \
+                and poster.usable and self._plain(key, placement):
+            poster.submit(
+                placement.server, {'db': placement.database,
+                                   'precision': 'ms'}, lines,
+                lambda status, text: self._posted(key, placement, lines,
+                                                  tickets, status, text))
+            return
+        self._writer.submit_call(self._write, key, placement, lines,
+                                 tickets, held)
+
+    def _plain(self, key, placement) -> bool:
+        """Whether nothing but a POST stands between a buffer and its
+        database: it exists, its server is up, nothing waits before it in
+        the spill, its tenant is not blocked."""
+        schema = self._writer.schema
+        return schema.known(placement) and schema.refused(placement) is None \
+            and not self._writer.is_down(placement.server) and not (
+                self.spill is not None and
+                self.spill.pending(placement.server)) and \
+            not self._placements.blocked(_tenant(key))
+
+    def _posted(self, key, placement, lines, tickets, status, text) -> None:
+        """The write process's answer: stored, or written again here (what
+        InfluxDB refused, a server that did not answer, a lost process),
+        where every failure is handled as if it were the first try."""
+        if status != 204:
+            self._writer.submit_call(self._write, key, placement, lines,
+                                     tickets, False)
+            return
+        tenant = _tenant(key)
+        self._stats.add(tenant, 'points_written', len(lines))
+        self._stats.add(tenant, 'write_requests')
+        if self._settle(key, len(lines), tickets, False):
+            self._ship(key)
 
     def _write(self, key, placement, lines, tickets, held) -> None:
         """In a writer thread: all of a buffer, in chunks."""
@@ -679,3 +719,5 @@ class TenantBuffers:
         process, tests and benchmarks, does, so no timer of theirs writes
         to, or logs about, servers already gone."""
         self._closed = True
+        if self.poster is not None:
+            self.poster.close()

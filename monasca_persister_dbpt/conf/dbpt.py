@@ -134,6 +134,18 @@ writer_opts = [
     cfg.IntOpt('write_concurrency', default=4, min=1, max=64,
                help='Connections (and threads) writing tenants in parallel '
                     'for one persister worker process.'),
+    cfg.BoolOpt('write_process', default=True,
+                help='Post writes from a child process of the worker, many '
+                     'requests to a message, so that they do not wait for '
+                     'the interpreter lock behind the host\'s thread (at '
+                     'many tenants, most of what a request waits for in the '
+                     'worker). A write it cannot store (a refusal, a server '
+                     'that does not answer, a child that exited) is written '
+                     'again on the worker\'s own path, with every rule of '
+                     'that path; a child that exits is started again (after '
+                     '3 in a row that never answered, the worker stops '
+                     'starting them). Off: the worker\'s threads post every '
+                     'write themselves.'),
     cfg.IntOpt('coalesce_points', default=1000, min=1,
                deprecated_name='pipeline_points',
                help='A tenant\'s points are kept across the persister\'s '

@@ -33,6 +33,7 @@ from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
 from monasca_persister_dbpt.commits.watermark import Watermark
 from monasca_persister_dbpt.influx import identity
 from monasca_persister_dbpt.influx.line_protocol import InvalidPoint
+from monasca_persister_dbpt.influx.write_process import WriteProcess
 from monasca_persister_dbpt.influx.writer import InfluxWriter
 from monasca_persister_dbpt.limits import LimitExceeded, TenantLimits
 from monasca_persister_dbpt.limits.exposition import PrometheusExporter
@@ -243,13 +244,20 @@ class TenantRepository(Repository):
                          'a stale range after %.0fs held in memory' % (
                              self.placements.server_map.replicas,
                              dbpt.replica_stale_after))
+        poster = None
+        if dbpt.write_process:
+            poster = WriteProcess(dbpt.write_concurrency,
+                                  dbpt.request_timeout)
+            words.append('writes posted by a child process first ([dbpt] '
+                         'write_process)')
         buffers = TenantBuffers(
             self.placements, self.writer, self.stats,
             chunk_points=conf_obj.influxdb.batch_size,
             coalesce_points=dbpt.coalesce_points, max_delay=max_delay,
             buffered_max=dbpt.buffered_points_max, held_max=held_max,
             hold_after=dbpt.hold_after if held_max else None, spill=spill,
-            stale=recorder, stale_after=dbpt.replica_stale_after)
+            stale=recorder, stale_after=dbpt.replica_stale_after,
+            poster=poster)
         if recorder is not None:
             recorder.waiting = buffers.waiting_for
             buffers.on_tick.append(recorder.tick)
