@@ -448,9 +448,7 @@ class TenantBuffers:
             self._writer.submit_call(self._write, key, placement, lines,
                                      tickets, False)
             return
-        tenant = _tenant(key)
-        self._stats.add(tenant, 'points_written', len(lines))
-        self._stats.add(tenant, 'write_requests')
+        self._writer.count_written(_tenant(key), len(lines))
         if self._settle(key, len(lines), tickets, False):
             self._ship(key)
 

@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from typing import Callable, Optional, Sequence
 
 from monasca_persister_dbpt.influx.connections import NoAnswer, WritePools
+from monasca_persister_dbpt.influx.connections import new_session
 from monasca_persister_dbpt.placement import Server
 
 LOG = logging.getLogger(__name__)
@@ -346,14 +347,10 @@ def serve(inbox: Connection, outbox: Connection, concurrency: int,
     answers: queue.SimpleQueue = queue.SimpleQueue()
 
     def session(server: Server):
-        import requests
         with sessions_lock:
             found = sessions.get(server)
             if found is None:
-                found = sessions[server] = requests.Session()
-                found.verify = server.verify_ssl
-                found.auth = (server.user, server.password) \
-                    if server.password else (lambda request: request)
+                found = sessions[server] = new_session(server)
             return found
 
     def post(rid, server, params, body):

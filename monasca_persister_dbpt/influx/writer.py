@@ -27,6 +27,7 @@ import requests
 
 from monasca_persister_dbpt.influx import errors
 from monasca_persister_dbpt.influx.connections import NoAnswer, WritePools
+from monasca_persister_dbpt.influx.connections import new_session
 from monasca_persister_dbpt.influx import influxql
 from monasca_persister_dbpt.influx import line_protocol as lp
 from monasca_persister_dbpt.influx.schema import DatabaseRefused
@@ -47,10 +48,6 @@ class ServerDown(WriteFailed):
     """A bounded write gave up on a server that is failing."""
 
 
-
-
-def _no_credentials(request):
-    return request
 
 
 class InfluxWriter:
@@ -86,15 +83,7 @@ class InfluxWriter:
             sessions = self._local.sessions = {}
         session = sessions.get(server)
         if session is None:
-            session = sessions[server] = requests.Session()
-            session.verify = server.verify_ssl
-            if server.password:
-                session.auth = (server.user, server.password)
-            else:
-                # Credentials are the config's only: without this, requests
-                # looks for a ~/.netrc on every request (a few percent of
-                # the writer's time), which upstream's client never read.
-                session.auth = _no_credentials
+            session = sessions[server] = new_session(server)
         return session
 
     def query(self, server: Server, statements: str) -> list:
@@ -228,9 +217,7 @@ class InfluxWriter:
                 tenant=placement.tenant_id, retry_for=retry_for,
                 fail_fast=fail_fast)
             if status == 204:
-                self.stats.add(placement.tenant_id, 'points_written',
-                               len(lines))
-                self.stats.add(placement.tenant_id, 'write_requests')
+                self.count_written(placement.tenant_id, len(lines))
                 return
             rule = errors.classify(status, text)
             if rule.action is errors.Action.CREATE and \
@@ -266,6 +253,12 @@ class InfluxWriter:
                               '%s %s' % (len(lines), placement.tenant_id,
                                          placement.database, status,
                                          text.strip()))
+
+    def count_written(self, tenant: str, points: int) -> None:
+        """Count one request that stored *points* (here or in the write
+        process)."""
+        self.stats.add(tenant, 'points_written', points)
+        self.stats.add(tenant, 'write_requests')
 
     def _post(self, placement: Placement, body: bytes,
               precision: str = 'ms',
