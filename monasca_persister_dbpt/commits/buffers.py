@@ -37,6 +37,7 @@ import threading
 import time
 from typing import Optional
 
+from monasca_persister_dbpt.commits.memory import PointMemory, SAMPLE_POINTS
 from monasca_persister_dbpt.commits.spill import Spill
 from monasca_persister_dbpt.commits.stale_ranges import StaleRecorder
 from monasca_persister_dbpt.commits.watermark import JointTicket, Ticket
@@ -89,7 +90,8 @@ class TenantBuffers:
                  spill: Optional[Spill] = None,
                  stale: Optional[StaleRecorder] = None,
                  stale_after: float = 300.0,
-                 poster: Optional[WriteProcess] = None) -> None:
+                 poster: Optional[WriteProcess] = None,
+                 buffered_bytes: Optional[int] = None) -> None:
         self._placements = placements
         #: Where a buffer's write is posted first (a child process, see
         #: influx/write_process.py); its own path takes what that fails.
@@ -103,8 +105,18 @@ class TenantBuffers:
         #: they share its line (a list slot each), so each replica's
         #: buffer coalesces as much as one copy would.
         self._buffered_option = buffered_max
-        self._buffered_max = buffered_max * max(1, getattr(getattr(
-            placements, 'server_map', None), 'replicas', 1))
+        copies = max(1, getattr(getattr(placements, 'server_map', None),
+                                'replicas', 1))
+        self._buffered_max = buffered_max * copies
+        #: buffered_memory_mb: the bound in points its budget allows at
+        #: the sampled size of a point (None: points only).
+        self.memory = PointMemory(buffered_max, buffered_bytes, copies) \
+            if buffered_bytes else None
+        #: Points to buffer before the next sample of their size.
+        self._sample_in = float('inf')
+        if self.memory is not None:
+            self._buffered_max = self.memory.bound
+            self._sample_in = 0
         self._held_max = held_max
         # None: a write retries for the full retry_timeout and failures
         # are raised (commits cannot wait for held points).
@@ -140,6 +152,7 @@ class TenantBuffers:
         #: Seconds the host's thread waited for room (buffered_points_max).
         self.waited_room = 0.0
         stats.gauge('points_buffered', lambda: self._points)
+        stats.gauge('buffered_points_bound', lambda: self._buffered_max)
         stats.gauge('room_wait_seconds', lambda: round(self.waited_room, 3))
         stats.gauge('held_points', self.held)
         stats.gauge('oldest_buffered_seconds', self.oldest_age)
@@ -201,11 +214,21 @@ class TenantBuffers:
                     # partition) starts a new ticket, as after a put.
                     ship.append((tenant, self._take(tenant)))
             self._points += added
+        # A few points a sample: the host's thread pays for it.
+        sample_in = self._sample_in - added
+        if sample_in > 0:
+            self._sample_in = sample_in
+        else:
+            self._sample(groups)
         for tenant, count in held:  # join the held points of their tenant
             self._stats.add(tenant, 'points_held', count)
         for tenant, taken in ship:
             self._submit(tenant, taken)
         return tickets
+
+    def _sample(self, groups) -> None:
+        self._sample_in = SAMPLE_POINTS
+        self._buffered_max = self.memory.observe(groups)
 
     def relieve(self) -> None:
         """Wait for room when over buffered_points_max."""
@@ -237,6 +260,9 @@ class TenantBuffers:
             joint = first.joint
             if joint is None or joint.parts != parts:
                 joint = first.joint = JointTicket(parts)
+        self._sample_in -= len(lines)
+        if self._sample_in <= 0:
+            self._sample(((tenant, lines),))
         if held:
             self._stats.add(tenant, 'points_held', held)
         for key in ship:
@@ -382,10 +408,20 @@ class TenantBuffers:
                     raise WriteFailed(
                         '%d points buffered, %d of them held for servers '
                         'that are down, still not written after %.0fs '
-                        '([dbpt] buffered_points_max %d, held_points_max %d)'
-                        % (self._points, self.held(), bound,
-                           self._buffered_option, self._held_max))
+                        '([dbpt] buffered_points_max %d%s, held_points_max '
+                        '%d)' % (self._points, self.held(), bound,
+                                 self._buffered_option, self._memory_words(),
+                                 self._held_max))
                 self._lock.wait(min(left, 0.5))
+
+    def _memory_words(self) -> str:
+        memory = self.memory
+        if memory is None or memory.bound >= self._buffered_option * \
+                memory.copies:
+            return ''
+        return ', or %d at %.0f bytes a point within buffered_memory_mb ' \
+            '%d' % (memory.bound // memory.copies, memory.point_bytes(),
+                    memory.budget_bytes // 2 ** 20)
 
     def _placement(self, key):
         # Placed again each time: the tenant servers file may have moved it.

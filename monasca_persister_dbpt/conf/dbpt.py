@@ -169,7 +169,16 @@ writer_opts = [
                     'once whatever its replicas; past it the biggest '
                     'buffers are written at once and the persister waits '
                     'for room. About 250 bytes per point (and 8 more per '
-                    'replica beyond the first).'),
+                    'replica beyond the first). See buffered_memory_mb.'),
+    cfg.IntOpt('buffered_memory_mb', default=64, min=1, max=1048576,
+               help='MiB the buffered points\' lines may take in one worker '
+                    'process: the points bound becomes what this holds at '
+                    'the mean size of a point, sampled as points are '
+                    'buffered, when that is lower than buffered_points_max '
+                    '(usual lines of about 165 characters keep the default '
+                    'points bound; lines of many or long dimensions lower '
+                    'it, up to InfluxDB\'s 64 KiB keys). The worker\'s RSS '
+                    'grows by about twice what the lines take.'),
     cfg.FloatOpt('request_timeout', default=30.0, min=0.1,
                  help='Seconds to wait for one InfluxDB HTTP request.'),
     cfg.FloatOpt('retry_timeout', default=120.0, min=0.0,

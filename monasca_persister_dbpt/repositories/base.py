@@ -257,7 +257,10 @@ class TenantRepository(Repository):
             buffered_max=dbpt.buffered_points_max, held_max=held_max,
             hold_after=dbpt.hold_after if held_max else None, spill=spill,
             stale=recorder, stale_after=dbpt.replica_stale_after,
-            poster=poster)
+            poster=poster,
+            buffered_bytes=dbpt.buffered_memory_mb * 2 ** 20)
+        words.append('up to %d points buffered, or %d MiB of their lines'
+                     % (dbpt.buffered_points_max, dbpt.buffered_memory_mb))
         if recorder is not None:
             recorder.waiting = buffers.waiting_for
             buffers.on_tick.append(recorder.tick)

@@ -175,6 +175,24 @@ def test_whole_request_refusals_are_split_to_keep_valid_lines(
     assert repo.stats.total('dropped_field_type_conflict') == 1
 
 
+def test_long_lines_are_all_written_within_the_memory_budget(influx_conf,
+                                                             influx):
+    """Lines of 8 KB (32 dimensions of 250 characters, each within
+    monasca-api's limits): buffered_memory_mb 1 holds about 120 of them,
+    far below buffered_points_max, and every point is written."""
+    influx_conf.set_override('buffered_memory_mb', 1, 'dbpt')
+    repo = MetricsRepository(influx_conf)
+    recs = [records.metric('t%d' % (i % 4), timestamp=NOW - i, dimensions={
+        'd%02d' % d: '%03d' % (i % 50) + 'x' * 247 for d in range(32)})
+        for i in range(2000)]
+    _feed(repo, recs)
+    for t in range(4):
+        assert _count(influx, 'mon_t%d' % t) == 500
+    bound = repo.stats.gauges()['buffered_points_bound']
+    assert 60 <= bound <= 200, bound
+    assert repo.stats.total('points_written') == 2000
+
+
 def test_unreachable_influxdb_fails_the_batch_after_the_bound(influx_conf):
     influx_conf.set_override('port', 1, 'influxdb')  # nothing listens
     influx_conf.set_override('retry_timeout', 1.0, 'dbpt')

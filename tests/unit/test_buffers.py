@@ -462,3 +462,81 @@ def test_put_many_ships_a_tenant_as_put_would_when_it_comes_twice():
     assert _wait(lambda: tickets[0].done)
     assert writer.requests == [('twice', 5)]
     assert not tickets[1].done and buffers.buffered() == 2
+
+
+def test_long_lines_lower_the_points_bound_to_what_the_memory_budget_holds():
+    """Points of 16 KiB lines: a budget of 1 MiB holds about 64 of them,
+    far below buffered_points_max; the largest buffers are written so that
+    no more than that is ever kept, and nothing is lost."""
+    writer = Writer()
+    tenants = ['t%02d' % n for n in range(20)]
+    buffers = _buffers(writer, coalesce_points=10 ** 6, max_delay=60.0,
+                       buffered_max=10 ** 6, buffered_bytes=2 ** 20)
+    long_value = 'x' * (16 * 1024)
+    most = -1
+    for n in range(4000):
+        buffers.add(tenants[n % len(tenants)],
+                    'm,d=%s v=%d %d' % (long_value, n, n))
+        # Over the bound the host waits for room: what is kept is within
+        # the bound as it stands (it falls while the mean follows).
+        most = max(most, buffers.buffered() - buffers.memory.bound)
+    buffers.flush(True)
+    assert len(writer.written) == 4000
+    bound = buffers.memory.bound
+    assert 50 <= bound <= 70, bound
+    assert most <= 0, most
+
+
+def test_usual_lines_keep_the_points_bound_under_the_default_budget():
+    writer = Writer()
+    buffers = _buffers(writer, coalesce_points=10 ** 6, max_delay=60.0,
+                       buffered_max=200000, buffered_bytes=64 * 2 ** 20)
+    groups = [('t%d' % n, ['cpu,hostname=h%d,service=monitoring value=%d.0 '
+                           '%d' % (n, n, n) + ' ' * 100]) for n in range(500)]
+    buffers.put_many(groups)
+    assert buffers.memory.bound == 200000
+    buffers.flush(True)
+    assert len(writer.written) == 500
+
+
+def test_the_sampled_point_size_follows_a_change_of_line_lengths():
+    from monasca_persister_dbpt.commits.memory import PointMemory
+    memory = PointMemory(points_max=10 ** 9, budget_bytes=2 ** 30)
+    short = [('t', ['a' * 100])] * 64
+    for _ in range(100):
+        memory.observe(short)
+    assert 140 <= memory.mean <= 160, memory.mean
+    high = memory.bound
+    long_ = [('t', ['a' * 10000])] * 64
+    for _ in range(100):
+        memory.observe(long_)
+    assert 9000 <= memory.mean <= 10100, memory.mean
+    assert memory.bound < high / 50
+
+
+def test_replicas_of_a_point_share_its_line_in_the_memory_bound():
+    from monasca_persister_dbpt.commits.memory import PointMemory
+    one = PointMemory(points_max=10 ** 9, budget_bytes=2 ** 20, copies=1)
+    two = PointMemory(points_max=10 ** 9, budget_bytes=2 ** 20, copies=2)
+    for memory in (one, two):
+        for _ in range(50):
+            memory.observe([('t', ['a' * 1000])] * 16)
+    # Counted per copy, as the buffers count points: nearly twice the
+    # points, not half.
+    assert 1.9 * one.bound <= two.bound <= 2 * one.bound
+
+
+def test_waiting_for_room_past_the_memory_bound_names_the_budget():
+    writer = Writer()
+    writer.down.add('a')
+    buffers = _buffers(writer, coalesce_points=1000, buffered_max=1000,
+                       held_max=1000, buffered_bytes=64 * 1024)
+    line = 'm,d=%s v=1 1' % ('x' * 16 * 1024)
+    for _ in range(20):   # the sizes of batches of these lines
+        buffers.memory.observe([('b', [line])] * 64)
+    for _ in range(3):
+        buffers.add('a', line)
+    buffers.flush(everything=True)  # a is held now
+    with pytest.raises(WriteFailed, match=r'buffered_points_max 1000, or 3 '
+                       r'at \d+ bytes a point within buffered_memory_mb'):
+        buffers.add('a', line)
