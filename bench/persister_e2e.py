@@ -18,10 +18,12 @@ not before every tenant database holds its first shard, to 90% of them,
 or to before the last ``buffered_points_max``; counted as records handed
 to the driver for upstream and the no-op, as points written for ours),
 points per write request, worker RSS, and the ceiling: the same points
-POSTed straight to /write at the same points per request over two
-connections, into the databases the run filled (which exist, with their
-series). When the databases were still being created after 10% of the
-records, it says when the last got its first shard.
+POSTed straight to /write at the same points per request over as many
+connections as the run's writers (``write_concurrency``), into new
+databases made and given their first point before the clock starts, once
+influxd is quiet after the run. When the databases were still being
+created after 10% of the records, it says when the last got its first
+shard.
 
     .venv/bin/python bench/persister_e2e.py
     .venv/bin/python bench/persister_e2e.py --tenants 10,1000 --records 200000
@@ -214,12 +216,14 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             # One request per tenant per host flush.
             per_request = min(batch, len(payloads)) / min(len(tenants), batch)
         persister.stop()
-        before = cpu_seconds(influx.proc.pid)
-        ceiling = post_ceiling(influx, tenants, payloads_lines(payloads),
-                               max(1, int(round(per_request))))
+        lines = payloads_lines(payloads)
+        quiet(influx.proc.pid)
+        ceiling, ceiling_cpu = post_ceiling(
+            influx, tenants, lines, max(1, int(round(per_request))),
+            connections(extra))
         if cpu is not None:
-            report_cpu(variant, cpu, steady, ceiling, (
-                cpu_seconds(influx.proc.pid) - before) / len(payloads))
+            report_cpu(variant, cpu, steady, ceiling,
+                       ceiling_cpu / len(payloads))
         return len(payloads) / took, per_request, peak / 1024, ceiling, \
             steady
 
@@ -386,25 +390,62 @@ def payloads_lines(payloads):
     return out
 
 
-def post_ceiling(influx, tenants, lines, per_request):
-    """Points/s POSTing the same lines, *per_request* a request, 2 ways."""
-    session = [requests.Session(), requests.Session()]
-    bodies = [(t, '\n'.join(lines[t][i:i + per_request]).encode())
-              for t in lines for i in range(0, len(lines[t]), per_request)]
-    # Points again, one second later, so that nothing merges.
-    shifted = [(t, re.sub(rb' (\d+)$', lambda m: b' %d' % (
-        int(m.group(1)) + 1000), b, flags=re.M)) for t, b in bodies]
+def quiet(pid, busy=0.25, timeout=60.0):
+    """Wait until influxd has used under *busy* of a core for two seconds
+    in a row (up to *timeout*): what is left of the run (its cache
+    snapshots and compactions) would slow the ceiling and be counted in
+    its CPU. (Idle, influxd with 2,000 databases keeps about a tenth of a
+    core busy checking its shards.) Until 2026-12-08 the ceiling was measured at once, and the
+    same run's ceiling varied from 95,000 to 184,000 points/s."""
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while calm < 2 and time.monotonic() < deadline:
+        used = cpu_seconds(pid)
+        time.sleep(1.0)
+        calm = calm + 1 if cpu_seconds(pid) - used < busy else 0
+
+
+def connections(extra=''):
+    """The run's write_concurrency (4 unless *extra* sets it)."""
+    found = re.search(r'^write_concurrency\s*=\s*(\d+)', extra or '',
+                      flags=re.M)
+    return int(found.group(1)) if found else 4
+
+
+def post_ceiling(influx, tenants, lines, per_request, ways=4):
+    """(points/s, influxd CPU seconds) POSTing the same lines,
+    *per_request* a request over *ways* connections (the run's writers),
+    into new databases as the run had them: made and given their first
+    point (their first shard) before the clock starts. Until 2026-12-08
+    the lines were written again one second later into the run's own
+    databases, between points already there (which costs influxd more
+    once their shards are on disk), over 2 connections."""
+    session = [requests.Session() for _ in range(ways)]
+    names = {t: 'ceiling_' + t for t in lines}
+    made = list(names.values())
+    for start in range(0, len(made), 500):
+        influx.query(';'.join('CREATE DATABASE "%s"' % name
+                              for name in made[start:start + 500]))
 
     def post(item, k):
         tenant, body = item
         r = session[k].post(influx.url + '/write', params={
-            'db': 'mon_' + tenant, 'precision': 'ms'}, data=body,
+            'db': names[tenant], 'precision': 'ms'}, data=body,
             timeout=60)
         assert r.status_code == 204, r.text
+    first = [(t, lines[t][0].encode()) for t in lines]
+    with concurrent.futures.ThreadPoolExecutor(ways) as pool:
+        list(pool.map(post, first, [i % ways for i in range(len(first))]))
+    bodies = [(t, '\n'.join(lines[t][i:i + per_request]).encode())
+              for t in lines for i in range(1, len(lines[t]), per_request)]
+    quiet(influx.proc.pid)
+    before = cpu_seconds(influx.proc.pid)
     start = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        list(pool.map(post, shifted, [i % 2 for i in range(len(shifted))]))
-    return sum(len(v) for v in lines.values()) / (time.monotonic() - start)
+    with concurrent.futures.ThreadPoolExecutor(ways) as pool:
+        list(pool.map(post, bodies, [i % ways for i in range(len(bodies))]))
+    took = time.monotonic() - start
+    return sum(len(v) - 1 for v in lines.values()) / took, \
+        cpu_seconds(influx.proc.pid) - before
 
 
 def main():

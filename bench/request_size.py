@@ -8,7 +8,8 @@ straight to ``/write`` of one influxd, over ``--connections`` (the
 writer's threads), round-robin over ``--databases`` databases made first,
 at each ``--sizes`` points per request, and prints points/s and requests/s,
 then the memory one buffered point takes in the worker (its line, as the
-driver keeps it).
+driver keeps it). Every request brings new points (as the persister's do)
+unless ``--same-points``.
 
     .venv/bin/python bench/request_size.py
     .venv/bin/python bench/request_size.py --databases 1,1000 \\
@@ -44,7 +45,9 @@ def lines_for(count: int, tenant: str, start_ms: int) -> list[str]:
 
 def run(url: str, databases: list[str], lines: list[str], size: int,
         points: int, connections: int) -> tuple[float, float]:
-    """(points/s, requests/s) writing *points* in requests of *size*."""
+    """(points/s, requests/s) writing *points* in requests of *size*:
+    *lines* in turn, so each request brings new points when *lines* holds
+    at least *points* (a point written again costs influxd less)."""
     bodies = []
     for start in range(0, len(lines), size):
         chunk = lines[start:start + size]
@@ -87,6 +90,10 @@ def main():
     parser.add_argument('--points', type=int, default=300000,
                         help='points written at each size')
     parser.add_argument('--connections', type=int, default=4)
+    parser.add_argument('--same-points', dest='fresh', action='store_false',
+                        help='write the same few requests again and again '
+                             '(how this bench ran until 2026-12-08): each '
+                             'point after the first is an overwrite')
     args = parser.parse_args()
     try:
         counts = [int(v) for v in args.databases.split(',')]
@@ -111,8 +118,14 @@ def main():
             # Each database's first shard, made before anything is timed.
             run(influx.url, names, lines, 1, count, args.connections)
             for size in sizes:
-                rate, made = run(influx.url, names, lines, size,
-                                 max(args.points, size * count),
+                points = max(args.points, size * count)
+                if args.fresh:
+                    # New points every request, as the persister writes.
+                    start_ms += points
+                    fresh = lines_for(points, '%032x' % 0xab, start_ms)
+                else:
+                    fresh = lines
+                rate, made = run(influx.url, names, fresh, size, points,
                                  args.connections)
                 print('%9d %8d %12.0f %12.0f' % (count, size, rate, made))
     finally:
