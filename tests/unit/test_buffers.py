@@ -336,10 +336,10 @@ def test_a_tenants_points_are_written_on_request_before_a_series_count():
 
 def test_over_the_bound_the_largest_buffers_are_written_a_little_at_a_time():
     """With many tenants the bound, not coalesce_points, decides how big
-    requests are: writing the largest buffers a tenth of the bound at a
-    time lets each grow towards twice its even share (here 18.2 points a
-    request on average, for an even share of 10), where writing half of
-    them at once gave 14.5."""
+    requests are: writing the largest buffers a fifth of the bound at a
+    time lets each grow towards twice its even share (here 17.2 points a
+    request on average, for an even share of 10; 18.2 a tenth at a time),
+    where writing half of them at once gave 14.5."""
     writer = Writer()
     tenants = ['t%02d' % n for n in range(50)]
     buffers = _buffers(writer, coalesce_points=10 ** 6, max_delay=60.0,
@@ -350,7 +350,7 @@ def test_over_the_bound_the_largest_buffers_are_written_a_little_at_a_time():
     buffers.flush(True)
     assert len(writer.written) == 100 * len(tenants)
     sizes = sorted(size for _, size in requests)
-    assert sum(sizes) / len(sizes) >= 17, sizes
+    assert sum(sizes) / len(sizes) >= 16, sizes
 
 
 def _mixed_messages():
