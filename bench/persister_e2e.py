@@ -217,7 +217,6 @@ def run(variant, tenants, payloads, warm, work, batch, watch=None,
             per_request = min(batch, len(payloads)) / min(len(tenants), batch)
         persister.stop()
         lines = payloads_lines(payloads)
-        quiet(influx.proc.pid)
         ceiling, ceiling_cpu = post_ceiling(
             influx, tenants, lines, max(1, int(round(per_request))),
             connections(extra))
@@ -335,9 +334,7 @@ def steady_end(total, extra=''):
     host's thread has read every record, what our drivers still buffer
     waits for ``max_delay`` (nothing more comes to fill it), a tail of
     up to 10 s that says nothing about the rate."""
-    found = re.search(r'^buffered_points_max\s*=\s*(\d+)', extra or '',
-                      flags=re.M)
-    held_back = int(found.group(1)) if found else 200000
+    held_back = extra_int(extra, 'buffered_points_max', 200000)
     return max(0.2, min(0.9, (total - held_back) / total))
 
 
@@ -405,18 +402,23 @@ def quiet(pid, busy=0.25, timeout=60.0):
         calm = calm + 1 if cpu_seconds(pid) - used < busy else 0
 
 
+def extra_int(extra, option, default):
+    """A whole-number [dbpt] *option* as *extra* sets it, else *default*."""
+    found = re.search(r'^%s\s*=\s*(\d+)' % option, extra or '', flags=re.M)
+    return int(found.group(1)) if found else default
+
+
 def connections(extra=''):
     """The run's write_concurrency (4 unless *extra* sets it)."""
-    found = re.search(r'^write_concurrency\s*=\s*(\d+)', extra or '',
-                      flags=re.M)
-    return int(found.group(1)) if found else 4
+    return extra_int(extra, 'write_concurrency', 4)
 
 
 def post_ceiling(influx, tenants, lines, per_request, ways=4):
     """(points/s, influxd CPU seconds) POSTing the same lines,
     *per_request* a request over *ways* connections (the run's writers),
     into new databases as the run had them: made and given their first
-    point (their first shard) before the clock starts. Until 2026-12-08
+    point (their first shard) before the clock starts, once influxd is
+    quiet (what the run left and the creation are done). Until 2026-12-08
     the lines were written again one second later into the run's own
     databases, between points already there (which costs influxd more
     once their shards are on disk), over 2 connections."""
